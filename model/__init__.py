@@ -1,0 +1,1 @@
+"""The AVS networks, their losses, and the AVSBench metrics."""
