@@ -33,6 +33,9 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         raise StepError(f"{target}: output already exists (pass --overwrite to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output should be an ordinary folder
     try:
         yield tmp
     except BaseException:

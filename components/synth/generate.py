@@ -48,7 +48,7 @@ class SynthConfig:
     s4_categories: int = 23
     avss_classes: int = 70
     min_distractors: int = 1
-    max_distractors: int = 2
+    max_distractors: int = 3
     max_sources: int = 3
     noise_level: float = 0.1
 

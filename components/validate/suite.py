@@ -114,7 +114,7 @@ def run_suite(manifest: pd.DataFrame, th: Thresholds, docs_dir: Path) -> SuiteRe
     ctx.add_data_docs_site(site_name="local", site_config={
         "class_name": "SiteBuilder",
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(Path(docs_dir).resolve())},
     })
     checkpoint = ctx.checkpoints.add(gx.Checkpoint(
         name="avsbench", validation_definitions=[definition],

@@ -1,0 +1,46 @@
+"""The audio-blind baseline: "segment every visible object", scored with the AVSBench metrics.
+
+It shows how much of the synthetic task needs the audio: a model that ignores sound can at best find
+every object, and loses every pixel of the silent distractors.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from components.avsbench.layout import annotated_frames
+from components.synth.generate import SynthConfig, iter_clips
+from model.metrics import avss_scores, s4_miou
+
+
+def audio_blind_scores(cfg: SynthConfig, seed: int = 0, splits: tuple[str, ...] = ("test",),
+                       ) -> dict[str, tuple[float, float]]:
+    """mIoU of predicting every visible object as sounding, per part, on the annotated frames.
+
+    Returns part -> (baseline mIoU, mIoU of a perfect prediction) for "s4", "ms3", "avss", "v1s", "v1m",
+    "v2". S4/MS3 use `s4_miou` (binary, perfect = 1); AVSS parts use `avss_scores(...)["miou"]` with each
+    object given its true class; its perfect score is below 1 because the metric averages over all 71
+    classes and counts classes absent from the data as 0.
+    """
+    binary: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    semantic: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for clip in iter_clips(cfg, seed):
+        if clip.split not in splits:
+            continue
+        scene = clip.scene
+        keep = np.array(annotated_frames(clip.subset, clip.split, clip.part, len(scene.frames)))
+        if clip.subset == "avss":
+            pair = (scene.semantic_labels(sounding_only=False)[keep], scene.semantic_labels()[keep])
+            semantic[clip.part].append(pair)
+            semantic["avss"].append(pair)
+        else:
+            binary[clip.part].append(((scene.instances >= 0)[keep].astype(np.float32), scene.sounding_mask()[keep]))
+    scores = {part: (s4_miou(np.concatenate([p for p, _ in pairs]), np.concatenate([g for _, g in pairs])), 1.0)
+              for part, pairs in binary.items()}
+    for part, pairs in semantic.items():
+        pred = np.concatenate([p.reshape(-1, *p.shape[-2:]) for p, _ in pairs])
+        gt = np.concatenate([g.reshape(-1, *g.shape[-2:]) for _, g in pairs])
+        scores[part] = (avss_scores(pred, gt)["miou"], avss_scores(gt, gt)["miou"])
+    return scores
