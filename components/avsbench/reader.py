@@ -46,7 +46,7 @@ def read_rgb(path: Path) -> np.ndarray:
 def read_gray(path: Path) -> np.ndarray:
     """uint8 [H, W] of a single-channel image file (colour files are converted to luminance)."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("L") if img.mode not in ("L", "P") else img.convert("L"))
+        return np.asarray(img.convert("L"))
 
 
 def read_target(files: ClipFiles, t: int) -> np.ndarray | None:

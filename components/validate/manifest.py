@@ -66,9 +66,23 @@ def _audio_facts(files: ClipFiles, problems: FileProblems, root: Path) -> dict[s
     except Exception as exc:  # libsndfile errors, truncation
         problems.unreadable.append(f"{rel} ({type(exc).__name__}: {exc})")
         return facts
+    rms = float(np.sqrt(np.mean(data**2))) if len(data) else 0.0
     facts.update(audio_sample_rate=int(rate), audio_duration_s=len(data) / rate,
-                 audio_channels=int(data.shape[1]), audio_rms=float(np.sqrt(np.mean(data**2))) if len(data) else 0.0)
+                 audio_channels=int(data.shape[1]), audio_rms=rms)
     return facts
+
+
+def _check_label(files: ClipFiles, img: Image.Image, rel: str, values: set[int]) -> str | None:
+    """Collect the label values of one ground-truth image; return a complaint if any is invalid."""
+    if files.subset == "avss":
+        rgb = np.asarray(img.convert("RGB"))
+        values.update(int(i) for i in np.unique(rgb_to_index(rgb)) if i != 255)
+        off = off_palette_colours(rgb)
+        return f"{rel} has colours outside the AVSS palette: {off[:3]}" if off else None
+    uniq = set(np.unique(np.asarray(img.convert("L"))).tolist())
+    values.update(uniq)
+    bad = sorted(uniq - {0, 255})
+    return f"{rel} has values {bad[:5]} outside {{0, 255}}" if bad else None
 
 
 def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict[str, Any]:
@@ -80,32 +94,24 @@ def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict
         frame_sizes.append(None if img is None else (img.height, img.width))
     known_sizes = [s for s in frame_sizes if s is not None]
 
-    bad_size, bad_values, values, n_masks = [], [], set(), 0
-    for t, annotated in enumerate(files.annotated):
-        label_files = [files.masks[t], *([files.semantic[t]] if files.semantic else [])]
-        if not annotated:
-            continue
-        for k, path in enumerate(label_files):
+    bad_size: list[str] = []
+    bad_values: list[str] = []
+    values: set[int] = set()
+    n_masks = 0
+    for t in (t for t, annotated in enumerate(files.annotated) if annotated):
+        # the mask (S4/MS3) or colour label (AVSS), then the AVSS index label: presence, readability, size
+        for k, path in enumerate([files.masks[t], *([files.semantic[t]] if files.semantic else [])]):
             img = _load_image(path, problems, root)
             if img is None:
                 continue
             rel = str(path.relative_to(root))
-            n_masks += k == 0
-            if frame_sizes[t] is not None and (img.height, img.width) != frame_sizes[t]:
-                bad_size.append(f"{rel} is {img.width}x{img.height}, frame is {frame_sizes[t][1]}x{frame_sizes[t][0]}")
-            if k == 1:
-                continue  # AVSS index labels: presence, readability and size only
-            if files.subset == "avss":
-                rgb = np.asarray(img.convert("RGB"))
-                off = off_palette_colours(rgb)
-                values.update(int(i) for i in np.unique(rgb_to_index(rgb)) if i != 255)
-                if off:
-                    bad_values.append(f"{rel} has colours outside the AVSS palette: {off[:3]}")
-            else:
-                uniq = np.unique(np.asarray(img.convert("L")))
-                values.update(int(v) for v in uniq)
-                if not set(uniq.tolist()) <= {0, 255}:
-                    bad_values.append(f"{rel} has values {sorted(set(uniq.tolist()) - {0, 255})[:5]} outside {{0, 255}}")
+            size = frame_sizes[t]
+            if size is not None and (img.height, img.width) != size:
+                bad_size.append(f"{rel} is {img.width}x{img.height}, frame is {size[1]}x{size[0]}")
+            if k == 0:
+                n_masks += 1
+                complaint = _check_label(files, img, rel, values)
+                bad_values += [complaint] if complaint else []
 
     row: dict[str, Any] = {
         "clip_key": files.key,

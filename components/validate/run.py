@@ -35,7 +35,7 @@ def validate_dataset(data: Path, out: Path, th: Thresholds, metrics: Path | None
             "success": suite.success and not dataset_problems,
             "clips": len(manifest),
             "clips_by_subset": {k: int(v) for k, v in manifest.groupby("subset").size().items()},
-            "failing_clips": int(len({f.split(" ", 1)[0] for f in suite.failures})),
+            "failing_clips": len({f.split(" ", 1)[0] for f in suite.failures}),
             "failed_checks": [r["check"] for r in suite.results if not r["success"]],
             "dataset_problems": dataset_problems,
         }

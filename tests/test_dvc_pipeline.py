@@ -1,0 +1,116 @@
+"""The DVC data stages: a second `dvc repro` does nothing, and data round-trips through an S3 remote
+(a real moto S3 server on loopback): push, wipe the local copy and cache, pull, compare byte for byte."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)  # where `avs` and `dvc` are installed
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+    """A fresh git + DVC project with this repo's pipeline, set to the tiny synthetic size, reproduced once."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synth"]["size"] = "tiny"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(["git", "init", "-q"], root, env)
+    _run(["dvc", "init", "-q"], root, env)
+    out = _run(["dvc", "repro"], root, env)
+    assert "Running stage 'synth'" in out and "Running stage 'validate'" in out
+    return root
+
+
+def test_second_repro_does_nothing(project: Path, env: dict[str, str]) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")}
+    out = _run(["dvc", "repro"], project, env)
+    assert "Running stage" not in out
+    assert "Stage 'synth' didn't change, skipping" in out and "Stage 'validate' didn't change, skipping" in out
+    assert {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")} == before
+    status = _run(["dvc", "status"], project, env)
+    assert "up to date" in status
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(env: dict[str, str]) -> Iterator[str]:
+    """A moto S3 server on a free loopback port, stopped after the test."""
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_push_wipe_pull_round_trip(project: Path, env: dict[str, str], s3_endpoint: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="avs-data")
+    _run(["dvc", "remote", "add", "-f", "-d", "storage", "s3://avs-data/avsbench"], project, env)
+    _run(["dvc", "remote", "modify", "storage", "endpointurl", s3_endpoint], project, env)
+
+    outputs = [project / "data" / "synthetic", project / "reports" / "validation"]
+    original = {str(o): _tree_bytes(o) for o in outputs}
+    assert all(original.values())
+    _run(["dvc", "push"], project, env)
+    stored = s3.list_objects_v2(Bucket="avs-data", Prefix="avsbench/")
+    assert stored.get("KeyCount", 0) > 0
+
+    for o in outputs:
+        shutil.rmtree(o)
+    shutil.rmtree(project / ".dvc" / "cache")
+    _run(["dvc", "pull"], project, env)
+    assert {str(o): _tree_bytes(o) for o in outputs} == original
+    assert "up to date" in _run(["dvc", "status"], project, env)
