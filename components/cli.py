@@ -41,6 +41,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_features(args: argparse.Namespace) -> int:
+    from components.common import write_json_atomic
+    from components.features.proposals import make_proposer
+    from components.features.step import compute_features, summary_line
+
+    checkpoint = Path(args.sam_checkpoint) if args.sam_checkpoint else None  # "" from params.yaml means none
+    proposer = make_proposer(args.mask_source, checkpoint, args.sam_model_type)
+    summary = compute_features(args.data, args.out, proposer, args.maskige_size, args.batch_size)
+    if args.metrics is not None:
+        write_json_atomic(args.metrics, summary)
+    print(summary_line(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -67,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-rms", type=float, default=1e-3)
     p.add_argument("--min-duration-fraction", type=float, default=0.9)
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("features", help="hierarchical log-mel scales and maskiges for every clip")
+    p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")
+    p.add_argument("--out", type=Path, required=True, help="output folder (mirrors the dataset layout)")
+    p.add_argument("--metrics", type=Path, help="also write counts and timings as JSON here (for DVC)")
+    p.add_argument("--mask-source", default="regions", help="regions (offline default) | sam")
+    p.add_argument("--sam-checkpoint", default="", help="local SAM checkpoint file for --mask-source sam")
+    p.add_argument("--sam-model-type", default="vit_b", help="SAM registry name of the checkpoint")
+    p.add_argument("--maskige-size", type=int, default=224, help="side of the saved maskiges in pixels")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per batched spectrogram computation")
+    p.set_defaults(func=_cmd_features)
     return parser
 
 

@@ -152,3 +152,34 @@ def list_clips(root: Path, subset: str, split: str | None = None, labels: tuple[
     if labels is not None:
         df = df[df["label"].isin(labels)]
     return [clip_files(root, subset, r.clip_id, r.split, r.label) for r in df.itertuples(index=False)]
+
+
+def logmel_file(out: Path, files: ClipFiles) -> Path:
+    """Where the features step stores a clip's log-mel scales, under the output root `out`.
+
+    Mirrors the original `audio_log_mel` folders: S4 `s4_data/audio_log_mel/{split}/{category}/{name}`,
+    MS3 `ms3_data/audio_log_mel/{split}/{video_id}`, AVSS `audio_log_mel/{label}/{uid}`; `.safetensors`.
+    """
+    out = Path(out)
+    if files.subset == "s4":
+        return out / S4_DIR / "s4_data" / "audio_log_mel" / files.split / files.label / f"{files.clip_id}.safetensors"
+    if files.subset == "ms3":
+        return out / MS3_DIR / "ms3_data" / "audio_log_mel" / files.split / f"{files.clip_id}.safetensors"
+    return out / AVSS_DIR / "audio_log_mel" / files.label / f"{files.clip_id}.safetensors"
+
+
+def maskige_files(out: Path, files: ClipFiles) -> tuple[Path, ...]:
+    """Where the maskige of each frame goes under `out`, as in the original `pre_SAM_mask` layout.
+
+    S4 `s4_data/pre_SAM_mask/{split}/{category}/{name}/{name}_{k}_mask_color.png`, MS3
+    `ms3_data/pre_SAM_mask/{video_id}/{video_id}.mp4_{k}_mask_color.png`, AVSS
+    `pre_SAM_mask/AVSBench_semantic/{label}/{uid}/frames/{i}_mask_color.png`.
+    """
+    out = Path(out)
+    if files.subset == "s4":
+        base = out / S4_DIR / "s4_data" / "pre_SAM_mask" / files.split / files.label / files.clip_id
+    elif files.subset == "ms3":
+        base = out / MS3_DIR / "ms3_data" / "pre_SAM_mask" / files.clip_id
+    else:
+        base = out / AVSS_DIR / "pre_SAM_mask" / "AVSBench_semantic" / files.label / files.clip_id / "frames"
+    return tuple(base / f"{frame.stem}_mask_color.png" for frame in files.frames)
