@@ -25,7 +25,8 @@ def numpy_log_mel(x: np.ndarray, window: int, fft_length: int, lo_hz: float, hi_
     weights = np.zeros((len(bins), 64))
     for i in range(64):
         lower, centre, upper = edges[i : i + 3]
-        weights[:, i] = np.maximum(0.0, np.minimum((bins - lower) / (centre - lower), (upper - bins) / (upper - centre)))
+        rising, falling = (bins - lower) / (centre - lower), (upper - bins) / (upper - centre)
+        weights[:, i] = np.maximum(0.0, np.minimum(rising, falling))
     weights[0, :] = 0.0  # DC bin
     log_mel = np.log(magnitude @ weights + 0.01)
     n = log_mel.shape[0] // 96

@@ -51,7 +51,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Pa
     _run(["git", "init", "-q"], root, env)
     _run(["dvc", "init", "-q"], root, env)
     out = _run(["dvc", "repro"], root, env)
-    assert "Running stage 'synth'" in out and "Running stage 'validate'" in out
+    for stage in ("synth", "validate", "features"):
+        assert f"Running stage '{stage}'" in out
     return root
 
 
@@ -59,10 +60,27 @@ def test_second_repro_does_nothing(project: Path, env: dict[str, str]) -> None:
     before = {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")}
     out = _run(["dvc", "repro"], project, env)
     assert "Running stage" not in out
-    assert "Stage 'synth' didn't change, skipping" in out and "Stage 'validate' didn't change, skipping" in out
+    for stage in ("synth", "validate", "features"):
+        assert f"Stage '{stage}' didn't change, skipping" in out
     assert {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")} == before
     status = _run(["dvc", "status"], project, env)
     assert "up to date" in status
+
+
+def test_features_rerun_only_when_their_inputs_change(project: Path, env: dict[str, str]) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["features"]["maskige_size"] = 96
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    out = _run(["dvc", "repro"], project, env)
+    assert "Running stage 'features'" in out
+    assert "Running stage 'synth'" not in out and "Running stage 'validate'" not in out
+    assert "Running stage" not in _run(["dvc", "repro"], project, env)
+    # a change to the data itself reruns validation and features, not generation
+    params["synth"]["seed"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    out = _run(["dvc", "repro"], project, env)
+    for stage in ("synth", "validate", "features"):
+        assert f"Running stage '{stage}'" in out
 
 
 def _free_port() -> int:
@@ -101,7 +119,7 @@ def test_push_wipe_pull_round_trip(project: Path, env: dict[str, str], s3_endpoi
     _run(["dvc", "remote", "add", "-f", "-d", "storage", "s3://avs-data/avsbench"], project, env)
     _run(["dvc", "remote", "modify", "storage", "endpointurl", s3_endpoint], project, env)
 
-    outputs = [project / "data" / "synthetic", project / "reports" / "validation"]
+    outputs = [project / "data" / "synthetic", project / "data" / "features", project / "reports" / "validation"]
     original = {str(o): _tree_bytes(o) for o in outputs}
     assert all(original.values())
     _run(["dvc", "push"], project, env)

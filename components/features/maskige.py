@@ -52,7 +52,7 @@ def label_map(masks: np.ndarray) -> np.ndarray:
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be [K, H, W], got shape {masks.shape}")
-    order = np.argsort(masks.reshape(len(masks), -1).sum(1), kind="stable")[:MAX_LABEL]
+    order = np.argsort(masks.sum((1, 2)), kind="stable")[:MAX_LABEL]
     out = np.zeros(masks.shape[1:], np.uint8)
     for rank in range(len(order) - 1, -1, -1):  # largest first, so smaller masks paint over them
         out[masks[order[rank]]] = rank + 1
