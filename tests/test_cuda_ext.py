@@ -59,7 +59,7 @@ def test_forward_matches_reference(device: str, case: str) -> None:
         out = ms_deform_attn(*inputs)
         ref = ms_deform_attn_reference(*inputs)
         assert out.shape == ref.shape and out.dtype == dtype
-        torch.testing.assert_close(out, ref, **tol, msg=lambda m: f"{case} {dtype} seed {SEED}: {m}")
+        torch.testing.assert_close(out, ref, **tol, msg=lambda m, dtype=dtype: f"{case} {dtype} seed {SEED}: {m}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
