@@ -179,7 +179,7 @@ def log_mel(waveform: torch.Tensor, sample_rate: int, window: int | str, seconds
     return log_mel_batch(x[None], window, seconds, pad)[0]
 
 
-def padding_for(subset: str, label: str = "") -> tuple[int, str]:
+def padding_for(subset: str) -> tuple[int, str]:
     """(seconds, pad mode) of a subset: S4/MS3 pad to 5 by repetition, AVSS to 10 with zeros."""
     return (10, "zeros") if subset == "avss" else (5, "repeat")
 
