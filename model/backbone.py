@@ -1,0 +1,53 @@
+"""Visual backbones through timm: four levels at strides 4/8/16/32, each projected to the model width."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def _out_indices(name: str) -> tuple[int, ...]:
+    # ResNets expose the stem as feature 0; their stride-4..32 stages are 1..4
+    return (1, 2, 3, 4) if name.startswith(("resnet", "resnext", "wide_resnet")) else (0, 1, 2, 3)
+
+
+class Backbone(nn.Module):
+    """timm feature extractor + per-level 1x1 conv and GroupNorm(32) to `d_model` channels.
+
+    Input float [B, 3, H, W] (H, W divisible by 32). Output: list of 4 tensors [B, d_model, H/s, W/s],
+    s = 4, 8, 16, 32. `weights`: optional local state-dict file for the timm model (never downloaded).
+    """
+
+    def __init__(self, name: str, d_model: int, weights: str | Path | None = None):
+        super().__init__()
+        import timm
+
+        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=_out_indices(name))
+        reductions = self.body.feature_info.reduction()
+        if reductions != [4, 8, 16, 32]:
+            raise ValueError(f"backbone {name!r} has strides {reductions}; need 4/8/16/32")
+        if weights is not None:
+            load_backbone_weights(self.body, weights)
+        self.proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in self.body.feature_info.channels()
+        )
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [proj(f) for proj, f in zip(self.proj, self.body(images), strict=True)]
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a local timm (or torchvision-style) state dict into a features_only model, strictly for
+    every parameter the extractor has (classifier weights in the file are ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights {path} not found (weights are never downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state))
+    wanted = body.state_dict()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
+    body.load_state_dict({k: state[k] for k in wanted})

@@ -1,0 +1,122 @@
+"""Hungarian matching and the Mask2Former losses with deep supervision (DESIGN §7).
+
+Targets are semantic label maps: every class present in a frame is one target (its class and binary
+mask; pixels labelled `ignore_index` belong to no target). Matching cost = 2 * class + 5 * BCE + 5 * dice
+on points sampled uniformly; losses = weighted CE (no-object weight 0.1) + BCE + dice on points chosen by
+importance sampling (oversample 3, 75% most uncertain), summed over the initial and every layer's
+prediction. Frames without ground truth take no loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from model.config import ModelConfig
+
+
+def point_sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of maps [N, H, W] at normalised (x, y) coords [N, P, 2] -> [N, P]."""
+    grid = (2 * coords - 1).unsqueeze(2)                                   # [N, P, 1, 2]
+    return F.grid_sample(maps.unsqueeze(1), grid, align_corners=False)[:, 0, :, 0]
+
+
+def semantic_targets(labels: torch.Tensor, ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """labels int [H, W] -> (classes int64 [K], masks float [K, H, W]) for the K classes present."""
+    classes = labels.unique()
+    classes = classes[classes != ignore_index]
+    return classes, (labels[None] == classes[:, None, None]).float()
+
+
+def _uncertain_points(logits: torch.Tensor, num: int, oversample: float, importance: float) -> torch.Tensor:
+    """Coords [N, num, 2]: `importance` of them where |logit| is smallest among `oversample * num` random
+    candidates, the rest uniformly random."""
+    n = logits.shape[0]
+    candidates = torch.rand(n, int(num * oversample), 2, device=logits.device, dtype=logits.dtype)
+    uncertainty = -point_sample(logits, candidates).abs()
+    k = int(importance * num)
+    top = uncertainty.topk(k, dim=1).indices
+    chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
+    return torch.cat([chosen, torch.rand(n, num - k, 2, device=logits.device, dtype=logits.dtype)], 1)
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over masks of 1 - (2|p.t| + 1) / (|p| + |t| + 1); logits, labels [M, P]."""
+    p = logits.sigmoid()
+    return (1 - (2 * (p * labels).sum(-1) + 1) / (p.sum(-1) + labels.sum(-1) + 1)).sum()
+
+
+class SetCriterion(nn.Module):
+    """Loss of a list of predictions against label maps.
+
+    forward(predictions, labels [B*T, H, W] int64 (ignore 255), has_gt bool [B*T]) -> dict with "loss" (the
+    weighted total) and the unweighted "loss_ce", "loss_mask", "loss_dice" of the last prediction.
+    """
+
+    def __init__(self, cfg: ModelConfig, ignore_index: int = 255):
+        super().__init__()
+        self.cfg = cfg
+        self.ignore_index = ignore_index
+        weight = torch.ones(cfg.num_classes + 1)
+        weight[-1] = cfg.no_object_weight
+        self.register_buffer("class_weight", weight)
+
+    @torch.no_grad()
+    def match(self, prediction: dict[str, torch.Tensor], targets: list[tuple[torch.Tensor, torch.Tensor]]):
+        """Per frame, (query indices, target indices) minimising the matching cost."""
+        cfg, out = self.cfg, []
+        for logits, masks, (classes, target_masks) in zip(prediction["pred_logits"], prediction["pred_masks"],
+                                                          targets, strict=True):
+            coords = torch.rand(1, cfg.train_points, 2, device=masks.device, dtype=masks.dtype)
+            pred = point_sample(masks, coords.expand(len(masks), -1, -1))                  # [Q, P]
+            tgt = point_sample(target_masks, coords.expand(len(target_masks), -1, -1))     # [K, P]
+            cost_class = -logits.softmax(-1)[:, classes]                                  # [Q, K]
+            pos = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred), reduction="none")
+            neg = F.binary_cross_entropy_with_logits(pred, torch.zeros_like(pred), reduction="none")
+            cost_bce = (pos @ tgt.T + neg @ (1 - tgt).T) / pred.shape[1]
+            p = pred.sigmoid()
+            cost_dice = 1 - (2 * p @ tgt.T + 1) / (p.sum(-1)[:, None] + tgt.sum(-1)[None, :] + 1)
+            cost = cfg.class_weight * cost_class + cfg.mask_weight * cost_bce + cfg.dice_weight * cost_dice
+            rows, cols = linear_sum_assignment(cost.float().cpu().numpy())
+            out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+        return out
+
+    def _losses(self, prediction, targets):
+        cfg = self.cfg
+        logits, masks = prediction["pred_logits"], prediction["pred_masks"]
+        matches = self.match(prediction, targets)
+        target_classes = torch.full(logits.shape[:2], cfg.num_classes, dtype=torch.long, device=logits.device)
+        src, tgt = [], []
+        for frame, ((rows, cols), (classes, target_masks)) in enumerate(zip(matches, targets, strict=True)):
+            target_classes[frame, rows] = classes[cols]
+            src.append(masks[frame, rows])
+            tgt.append(target_masks[cols])
+        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight)
+        src_masks, tgt_masks = torch.cat(src), torch.cat(tgt)
+        num = max(len(src_masks), 1)
+        with torch.no_grad():
+            coords = _uncertain_points(src_masks, cfg.train_points, cfg.oversample, cfg.importance)
+            labels = point_sample(tgt_masks, coords)
+        point_logits = point_sample(src_masks, coords)
+        loss_mask = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1).sum() / num
+        loss_dice = dice_loss(point_logits, labels) / num
+        return loss_ce, loss_mask, loss_dice
+
+    def forward(self, predictions: list[dict[str, torch.Tensor]], labels: torch.Tensor, has_gt: torch.Tensor,
+                ) -> dict[str, torch.Tensor]:
+        keep = has_gt.nonzero().flatten()
+        if len(keep) == 0:  # nothing annotated: a zero that still belongs to the graph
+            zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() for p in predictions) * 0.0
+            return {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
+        targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
+        targets = [(c.to(labels.device), m.to(predictions[0]["pred_masks"].dtype)) for c, m in targets]
+        total = 0.0
+        for prediction in predictions:
+            selected = {k: v[keep] for k, v in prediction.items()}
+            loss_ce, loss_mask, loss_dice = self._losses(selected, targets)
+            total = total + self.cfg.class_weight * loss_ce + self.cfg.mask_weight * loss_mask \
+                + self.cfg.dice_weight * loss_dice
+        return {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
+                "loss_dice": loss_dice.detach()}
