@@ -94,13 +94,17 @@ class AVSegmenter(nn.Module):
         return self.decoder(levels, mask_features, self._query_content(tokens, mixed), level_pos, first_blocked)
 
 
-def semantic_map(prediction: dict[str, torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+def semantic_map(prediction: dict[str, torch.Tensor], size: tuple[int, int] | None = None,
+                 normalize: bool = True) -> torch.Tensor:
     """Per-class scores [B*T, C, H, W] = einsum(softmax(class)[..., :-1], sigmoid(mask)), optionally resized.
 
-    For 2-class models channel 1 is the sounding-object probability used by the S4/MS3 metrics.
+    The Mask2Former sum over queries is unbounded; with `normalize` each pixel's scores are divided by
+    their sum, giving class probabilities. For 2-class models channel 1 is then the sounding-object
+    probability the S4/MS3 metrics threshold at 0.5; AVSS takes the argmax.
     """
     masks = prediction["pred_masks"]
     if size is not None:
         masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
     probs = prediction["pred_logits"].softmax(-1)[..., :-1]
-    return torch.einsum("bqc,bqhw->bchw", probs, masks.sigmoid())
+    scores = torch.einsum("bqc,bqhw->bchw", probs, masks.sigmoid())
+    return scores / scores.sum(1, keepdim=True).clamp(min=1e-6) if normalize else scores

@@ -1,0 +1,217 @@
+"""The NTAVS / AAVS network: presets, shapes, gradients, GTAVM by hand, prior paths, criterion, overfit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import PRESETS, create_model, get_config
+from model.criterion import SetCriterion, semantic_targets
+from model.fusion import SILENT, SOUNDING, UNCERTAIN, PriorInputs, prior_states
+from model.gtavm import GTAVMBlock
+from model.ntavs import semantic_map
+
+VARIANTS = {
+    "ntavs, GTAVM before": {},
+    "ntavs, GTAVM after": {"gtavm": "after"},
+    "ntavs, no GTAVM": {"gtavm": "off"},
+    "aavs queries, no maskige": {"queries": "aavs", "gtavm": "off", "maskige": False},
+    "trivial queries": {"queries": "trivial"},
+    "stage 2 prior, 71 classes": {"prior": True, "num_classes": 71},
+}
+
+
+def _inputs(b=1, t=2, h=64, w=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, t, 3, h, w, generator=g), torch.randn(b, t, 3, 96, 64, generator=g),
+            torch.randn(b, t, 3, h, w, generator=g), torch.rand(b, t, h, w, generator=g))
+
+
+@pytest.mark.parametrize("preset", ["ntavs-pvt", "ntavs-r50", "aavs"])
+def test_paper_presets_build_on_meta(preset: str) -> None:
+    with torch.device("meta"):
+        net = create_model(preset)
+    params = sum(p.numel() for p in net.parameters())
+    assert params > 50e6
+    assert net.cfg.num_queries == (144 if PRESETS[preset].queries == "ntavs" else 100)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+def test_tiny_forward_backward_every_parameter_learns(variant: str) -> None:
+    net = create_model("tiny", **VARIANTS[variant])
+    with torch.no_grad():  # deformable attention starts query-independent (zero init); wake it so no path hides
+        for name, p in net.named_parameters():
+            if name.endswith(("sampling_offsets.weight", "attention_weights.weight")):
+                p.normal_(0, 0.01)
+    frames, audio, maskige, prior = _inputs()
+    preds = net(frames, audio, maskige, prior)
+    assert len(preds) == net.cfg.decoder_layers + 1
+    q, c = net.cfg.num_queries, net.cfg.num_classes
+    assert preds[-1]["pred_logits"].shape == (2, q, c + 1) and preds[-1]["pred_masks"].shape == (2, q, 16, 24)
+    labels = torch.randint(0, c, (2, 64, 96))
+    loss = SetCriterion(net.cfg)(preds, labels, torch.tensor([True, True]))["loss"]
+    loss.backward()
+    trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    assert not [n for n, p in trainable if p.grad is None]
+    # a tiny SE gate (4 hidden ReLUs) can be dead for one input; anything more would be a broken path
+    zero = [n for n, p in trainable if not p.grad.any()]
+    assert len(zero) <= 3 and all(".fc." in n for n in zero), zero
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith("audio.transformer.") for n in frozen)  # the frozen audio transformer
+
+
+@pytest.mark.parametrize(("frames", "size"), [(1, (32, 32)), (3, (96, 64)), (7, (64, 128))])
+def test_any_size_divisible_by_32_and_any_frame_count(frames: int, size: tuple[int, int]) -> None:
+    net = create_model("tiny").eval()
+    f, a, m, _ = _inputs(t=frames, h=size[0], w=size[1])
+    with torch.no_grad():
+        out = semantic_map(net(f, a, m)[-1], size)
+    assert out.shape == (frames, 2, *size) and (out >= 0).all() and (out <= 1 + 1e-5).all()
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.randn(1, 1, 3, 40, 64), a[:, :1], m[:, :1, :, :40])
+
+
+def test_inputs_the_model_needs_are_named() -> None:
+    f, a, m, _ = _inputs()
+    with pytest.raises(ValueError, match="maskige"):
+        create_model("tiny")(f, a)
+    with pytest.raises(ValueError, match="prior"):
+        create_model("tiny", prior=True)(f, a, m)
+    with pytest.raises(KeyError, match="unknown model preset"):
+        get_config("huge")
+    with pytest.raises(ValueError, match="gtavm"):
+        get_config("tiny", gtavm="sideways")
+
+
+def _naive_gtavm(block: GTAVMBlock, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DESIGN §7 formulas with explicit loops, one head, for a [1, N, T, d] case."""
+    def attn_of(mod, x):
+        q, k, v = mod.qkv(x).chunk(3, dim=-1)                   # [1, N, T, d]
+        scores = torch.einsum("bntd,bnsd->bnts", q, k) / x.shape[-1] ** 0.5
+        return scores.softmax(-1), v
+
+    def finish(mod, x, a, v):
+        x = x + mod.proj(torch.einsum("bnts,bnsd->bntd", a, v))
+        x = x + mod.mlp(mod.mlp_norm(x))
+        return mod.out_norm(x)
+
+    av, vv = attn_of(block.visual, visual)
+    aa, va = attn_of(block.audio, audio)
+    mean_a = sum(aa[:, i] for i in range(aa.shape[1])) / aa.shape[1]     # mean over audio tokens
+    mean_v = sum(av[:, i] for i in range(av.shape[1])) / av.shape[1]     # mean over positions
+    mixed_v = 0.9 * av + 0.1 * mean_a[:, None]
+    mixed_a = 0.9 * aa + 0.1 * mean_v[:, None]
+    return finish(block.visual, visual, mixed_v, vv), finish(block.audio, audio, mixed_a, va)
+
+
+def test_gtavm_matches_the_formula_and_mixes_modalities() -> None:
+    torch.manual_seed(0)
+    block = GTAVMBlock(d=4, heads=1, mix=0.1)
+    visual, audio = torch.randn(1, 3, 2, 4), torch.randn(1, 2, 2, 4)   # 3 positions, 2 audio tokens, T = 2
+    out_v, out_a = block(visual, audio)
+    ref_v, ref_a = _naive_gtavm(block, visual, audio)
+    torch.testing.assert_close(out_v, ref_v)
+    torch.testing.assert_close(out_a, ref_a)
+    # the audio reaches the visual stream only through the mixing
+    other_audio = torch.randn(1, 2, 2, 4)
+    assert not torch.allclose(block(visual, other_audio)[0], out_v)
+    block.mix = 0.0
+    torch.testing.assert_close(block(visual, other_audio)[0], block(visual, audio)[0])
+
+
+def test_prior_states_and_first_mask() -> None:
+    prior = torch.tensor([[[0.0, 0.4, 0.41, 0.59, 0.6, 1.0]]])
+    assert prior_states(prior)[0, 0].tolist() == [SILENT, SILENT, UNCERTAIN, UNCERTAIN, SOUNDING, SOUNDING]
+    blocked = PriorInputs.first_blocked(prior, [(1, 6)])[0]
+    assert blocked.tolist() == [[True, True, True, False, False, False]]
+
+
+def test_prior_paths_change_only_where_the_prior_changed() -> None:
+    torch.manual_seed(0)
+    inputs = PriorInputs(32)
+    prior = torch.zeros(1, 32, 32)
+    changed = prior.clone()
+    changed[:, :8, :8] = 1.0                                           # top-left corner becomes sounding
+    feats = torch.randn(1, 32, 16, 16)
+    diff = (inputs.mask_features(feats, changed) - inputs.mask_features(feats, prior)).abs().sum(1)[0]
+    assert diff[:4, :4].min() > 0 and diff[6:, :].max() == 0 and diff[:, 6:].max() == 0
+    pos_a, pos_b = inputs.level_positions(prior, [(8, 8)])[0], inputs.level_positions(changed, [(8, 8)])[0]
+    moved = (pos_a - pos_b).abs().sum(1)[0] > 0
+    assert moved[:2, :2].all() and not moved[3:, :].any() and not moved[:, 3:].any()
+    # and through the whole stage-2 network the prior does change the prediction
+    net = create_model("tiny", prior=True).eval()
+    f, a, m, p = _inputs()
+    with torch.no_grad():
+        assert not torch.allclose(net(f, a, m, p)[-1]["pred_masks"], net(f, a, m, 1 - p)[-1]["pred_masks"])
+
+
+def test_criterion_matching_and_frames_without_ground_truth() -> None:
+    cfg = get_config("tiny", train_points=256)
+    crit = SetCriterion(cfg)
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[:, 8:24, 8:24] = 1
+    labels[1, :2] = 255
+    classes, masks = semantic_targets(labels[1])
+    assert classes.tolist() == [0, 1] and masks[:, :2].sum() == 0
+    # a prediction that is right for query 3 (object) and query 7 (background): matching must find them
+    logits = torch.full((2, 10, 3), -5.0)
+    logits[:, :, 2] = 5.0
+    logits[:, 3, 1], logits[:, 7, 0] = 10.0, 10.0
+    pred_masks = torch.full((2, 10, 8, 8), -8.0)
+    pred_masks[:, 3, 2:6, 2:6] = 8.0
+    pred_masks[:, 7] = 8.0
+    pred_masks[:, 7, 2:6, 2:6] = -8.0
+    prediction = {"pred_logits": logits, "pred_masks": pred_masks}
+    targets = [semantic_targets(labels[i]) for i in range(2)]
+    for rows, cols in crit.match(prediction, targets):
+        assert dict(zip(cols.tolist(), rows.tolist(), strict=True)) == {1: 3, 0: 7}
+    good = crit([prediction], labels, torch.tensor([True, True]))["loss"]
+    bad = crit([{"pred_logits": -logits, "pred_masks": -pred_masks}], labels, torch.tensor([True, True]))["loss"]
+    assert good < 0.3 * bad
+    leaf = pred_masks.clone().requires_grad_(True)
+    none = crit([{"pred_logits": logits, "pred_masks": leaf}], labels, torch.tensor([False, False]))
+    none["loss"].backward()
+    assert none["loss"].item() == 0 and not leaf.grad.any()
+
+
+@pytest.mark.slow
+def test_tiny_overfits_two_synthetic_clips() -> None:
+    from components.features import log_mel
+    from components.features.maskige import paint_maskige
+    from components.features.proposals import RegionProposer
+    from components.synth.generate import iter_clips, resolve_config
+    from model.metrics import s4_miou
+
+    torch.manual_seed(0)
+    proposer = RegionProposer()
+    clips = [c for c in iter_clips(resolve_config("tiny"), seed=0) if c.part == "s4"][:2]
+    frames, audio, maskiges, labels = [], [], [], []
+    for clip in clips:
+        scene = clip.scene
+        frames.append((torch.from_numpy(scene.frames).permute(0, 3, 1, 2).float() / 255 - 0.45) / 0.25)
+        audio.append(torch.stack([log_mel(torch.from_numpy(scene.audio), 16000, w, 5)[:, 0] for w in (256, 512, 1024)], 1))
+        maskiges.append(torch.stack([torch.from_numpy(np.array(paint_maskige(proposer(f), (64, 64)).convert("RGB")))
+                                     .permute(2, 0, 1).float() / 255 for f in scene.frames]))
+        labels.append(torch.from_numpy(scene.sounding_mask().astype(np.int64)))
+    frames, audio, maskiges, labels = map(torch.stack, (frames, audio, maskiges, labels))
+    labels = labels.flatten(0, 1)
+    net = create_model("tiny")
+    crit = SetCriterion(net.cfg)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.05)
+    has_gt = torch.ones(len(labels), dtype=torch.bool)
+    best = 0.0
+    for step in range(200):
+        net.train()
+        loss = crit(net(frames, audio, maskiges), labels, has_gt)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 10 == 9:
+            net.eval()
+            with torch.no_grad():
+                prob = semantic_map(net(frames, audio, maskiges)[-1], (64, 64))[:, 1]
+            best = max(best, s4_miou(prob, labels))
+            if best > 0.9:
+                break
+    assert best > 0.9, f"mIoU {best:.3f} after {step + 1} steps"
