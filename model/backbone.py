@@ -30,9 +30,8 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone {name!r} has strides {reductions}; need 4/8/16/32")
         if weights is not None:
             load_backbone_weights(self.body, weights)
-        self.proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in self.body.feature_info.channels()
-        )
+        channels = self.body.feature_info.channels()
+        self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in channels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return [proj(f) for proj, f in zip(self.proj, self.body(images), strict=True)]

@@ -66,7 +66,7 @@ class AVSegmenter(nn.Module):
 
     def forward(self, frames, audio, maskige=None, prior=None):
         cfg = self.cfg
-        b, t, _, h, w = frames.shape
+        t, (h, w) = frames.shape[1], frames.shape[-2:]
         if h % 32 or w % 32:
             raise ValueError(f"frame size {h}x{w} must be divisible by 32")
         feats = self.backbone(frames.flatten(0, 1))

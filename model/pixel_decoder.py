@@ -86,7 +86,8 @@ class PixelDecoder(nn.Module):
         self.level_embed = nn.Parameter(torch.randn(3, d) * 0.02)
         self.layers = nn.ModuleList(EncoderLayer(d, heads, 3, points, ffn) for _ in range(layers))
         self.lateral = nn.Sequential(nn.Conv2d(d, d, 1, bias=False), nn.GroupNorm(32, d))
-        self.output = nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False), nn.GroupNorm(32, d), nn.ReLU(inplace=True))
+        self.output = nn.Sequential(nn.Conv2d(d, d, 3, padding=1, bias=False), nn.GroupNorm(32, d),
+                                    nn.ReLU(inplace=True))
         self.mask_features = nn.Conv2d(d, d, 1)
 
     def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -97,7 +98,7 @@ class PixelDecoder(nn.Module):
         starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
         src = torch.cat([x.flatten(2).transpose(1, 2) for x in levels], 1)   # [B, S, d]
         pos = torch.cat([
-            (sine_position(h, w, d, x.device, x.dtype) + self.level_embed[i].view(1, d, 1, 1)).flatten(2).transpose(1, 2)
+            (sine_position(h, w, d, x.device, x.dtype) + self.level_embed[i].view(1, d, 1, 1)).flatten(2).mT
             for i, (x, (h, w)) in enumerate(zip(levels, sizes, strict=True))
         ], 1)
         reference = torch.cat([_centres(h, w, x.device, x.dtype) for x, (h, w) in zip(levels, sizes, strict=True)])

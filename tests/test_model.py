@@ -190,7 +190,8 @@ def test_tiny_overfits_two_synthetic_clips() -> None:
     for clip in clips:
         scene = clip.scene
         frames.append((torch.from_numpy(scene.frames).permute(0, 3, 1, 2).float() / 255 - 0.45) / 0.25)
-        audio.append(torch.stack([log_mel(torch.from_numpy(scene.audio), 16000, w, 5)[:, 0] for w in (256, 512, 1024)], 1))
+        wave = torch.from_numpy(scene.audio)
+        audio.append(torch.stack([log_mel(wave, 16000, w, 5)[:, 0] for w in (256, 512, 1024)], 1))
         maskiges.append(torch.stack([torch.from_numpy(np.array(paint_maskige(proposer(f), (64, 64)).convert("RGB")))
                                      .permute(2, 0, 1).float() / 255 for f in scene.frames]))
         labels.append(torch.from_numpy(scene.sounding_mask().astype(np.int64)))
