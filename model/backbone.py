@@ -24,29 +24,19 @@ class Backbone(nn.Module):
         super().__init__()
         import timm
 
-        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=_out_indices(name))
+        local: dict[str, object] = {}
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise FileNotFoundError(f"backbone weights {weights} not found (weights are never downloaded)")
+            # timm reads a local file given as the pretrained source: no network involved
+            local = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
+        self.body = timm.create_model(name, features_only=True, out_indices=_out_indices(name),
+                                      **({"pretrained": False} | local))
         reductions = self.body.feature_info.reduction()
         if reductions != [4, 8, 16, 32]:
             raise ValueError(f"backbone {name!r} has strides {reductions}; need 4/8/16/32")
-        if weights is not None:
-            load_backbone_weights(self.body, weights)
         channels = self.body.feature_info.channels()
         self.proj = nn.ModuleList(nn.Sequential(nn.Conv2d(c, d_model, 1), nn.GroupNorm(32, d_model)) for c in channels)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return [proj(f) for proj, f in zip(self.proj, self.body(images), strict=True)]
-
-
-def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
-    """Load a local timm (or torchvision-style) state dict into a features_only model, strictly for
-    every parameter the extractor has (classifier weights in the file are ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights {path} not found (weights are never downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state.get("model", state))
-    wanted = body.state_dict()
-    missing = [k for k in wanted if k not in state]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[:3]}")
-    body.load_state_dict({k: state[k] for k in wanted})

@@ -45,3 +45,56 @@ def test_avss_scores_known_values() -> None:
     ignored = gt.copy()
     ignored[0, 0, 2] = 255
     assert avss_scores(pred, ignored, num_classes=5)["per_class_iou"][3] == pytest.approx(1.0)
+
+
+def _numpy_s4_miou(prob: np.ndarray, gt: np.ndarray) -> float:
+    """Independent per-frame loop of the AVSBench mIoU definition."""
+    scores = []
+    for p, g in zip(prob > 0.5, gt > 0.5, strict=True):
+        if g.sum() == 0:
+            scores.append(((~p) & (~g)).sum() / p.size)
+        else:
+            scores.append((p & g).sum() / ((p | g).sum() + 1e-7))
+    return float(np.mean(scores))
+
+
+def _numpy_avss_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """Independent loop: per class, IoU averaged over the frames where its union is non-empty."""
+    per_class = np.zeros(num_classes)
+    for c in range(num_classes):
+        ious = []
+        for p, g in zip(pred, gt, strict=True):
+            union = ((p == c) | (g == c)).sum()
+            if union:
+                ious.append(((p == c) & (g == c)).sum() / union)
+        per_class[c] = np.mean(ious) if ious else 0.0
+    return float(per_class.mean())
+
+
+def test_metrics_match_independent_implementations_on_random_inputs() -> None:
+    rng = np.random.default_rng()
+    for _ in range(5):
+        gt = rng.random((6, 12, 10)) > rng.uniform(0.3, 1.0)
+        gt[rng.integers(6)] = False  # some frames with empty ground truth
+        prob = rng.random((6, 12, 10))
+        assert s4_miou(prob, gt) == pytest.approx(_numpy_s4_miou(prob, gt), abs=1e-9)
+        labels = rng.integers(0, 6, (4, 9, 11))
+        pred = np.where(rng.random(labels.shape) < 0.7, labels, rng.integers(0, 6, labels.shape))
+        assert avss_scores(pred, labels, num_classes=8)["miou"] == pytest.approx(_numpy_avss_miou(pred, labels, 8))
+
+
+def test_metric_edge_cases() -> None:
+    empty = np.zeros((2, 4, 4))
+    assert s4_miou(empty, empty) == pytest.approx(1.0)             # empty GT, nothing predicted
+    assert s4_miou(np.ones((2, 4, 4)), empty) == pytest.approx(0.0)  # empty GT, everything predicted
+    gt = np.zeros((1, 4, 4))
+    gt[0, :2] = 1
+    assert s4_miou(1 - gt, gt) == pytest.approx(0.0, abs=1e-6)      # all wrong
+    # the AVSBench thresholds start at 0, where everything is predicted: P = 1/2, R = 1
+    assert s4_fscore(1 - gt, gt) == pytest.approx(1.3 * 0.5 / (0.3 * 0.5 + 1))
+    labels = np.full((1, 4, 4), 2)
+    perfect = avss_scores(labels, labels, num_classes=4)
+    assert perfect["per_class_iou"] == [0.0, 0.0, 1.0, 0.0]          # absent classes count 0
+    assert perfect["miou"] == pytest.approx(0.25) and perfect["miou_no_bg"] == pytest.approx(1 / 3)
+    wrong = avss_scores(np.full((1, 4, 4), 1), labels, num_classes=4)
+    assert wrong["miou"] == 0.0 and wrong["fscore"] == 0.0

@@ -216,3 +216,32 @@ def test_tiny_overfits_two_synthetic_clips() -> None:
             if best > 0.9:
                 break
     assert best > 0.9, f"mIoU {best:.3f} after {step + 1} steps"
+
+
+def test_local_weight_files_load_and_missing_files_are_named(tmp_path) -> None:
+    import timm
+
+    from model.audio import AudioTransformer, load_ced_weights
+    from model.backbone import Backbone
+
+    source = timm.create_model("pvt_v2_b0", pretrained=False)
+    torch.save(source.state_dict(), tmp_path / "pvt.pth")             # a full classifier checkpoint
+    backbone = Backbone("pvt_v2_b0", 64, tmp_path / "pvt.pth")
+    torch.testing.assert_close(backbone.body.state_dict()["patch_embed.proj.weight"],
+                               source.state_dict()["patch_embed.proj.weight"])
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        Backbone("pvt_v2_b0", 64, tmp_path / "nope.pth")
+
+    ced = AudioTransformer(dim=64, depth=2, heads=2)
+    state = {f"model.{k}": v.clone() + 1 for k, v in ced.state_dict().items()}
+    state["model.time_pos_embed"] = torch.randn(1, 64, 1, 63)             # CED trains on 10 s: longer
+    state["model.outputlayer.1.weight"] = torch.randn(527, 64)            # AudioSet classifier: skipped
+    torch.save(state, tmp_path / "ced.pt")
+    target = AudioTransformer(dim=64, depth=2, heads=2)
+    load_ced_weights(target, tmp_path / "ced.pt")
+    torch.testing.assert_close(target.time_pos_embed, state["model.time_pos_embed"][..., :6])
+    torch.testing.assert_close(target.blocks[1].attn.qkv.weight, state["model.blocks.1.attn.qkv.weight"])
+    del state["model.norm.weight"]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="norm.weight"):
+        load_ced_weights(target, tmp_path / "broken.pt")
