@@ -243,5 +243,5 @@ def test_local_weight_files_load_and_missing_files_are_named(tmp_path) -> None:
     torch.testing.assert_close(target.blocks[1].attn.qkv.weight, state["model.blocks.1.attn.qkv.weight"])
     del state["model.norm.weight"]
     torch.save(state, tmp_path / "broken.pt")
-    with pytest.raises(ValueError, match="norm.weight"):
+    with pytest.raises(ValueError, match=r"norm\.weight"):
         load_ced_weights(target, tmp_path / "broken.pt")
