@@ -36,10 +36,10 @@ def main() -> None:
         frames = torch.randn(1, args.frames, 3, args.size, args.size)
         audio = torch.randn(1, args.frames, 3, 96, 64)
         extra = {"maskige": torch.randn_like(frames)} if net.cfg.maskige else {}
+        counter = FlopCounterMode(display=False)
+        with counter:  # also the warm-up pass; grad mode on, as FlopCounterMode's module tracker needs
+            net(frames, audio, **extra)
         with torch.no_grad():
-            counter = FlopCounterMode(display=False)
-            with counter:  # also the warm-up pass
-                net(frames, audio, **extra)
             best = float("inf")
             for _ in range(args.repeats):
                 start = time.perf_counter()
