@@ -75,8 +75,8 @@ class GTAVM(nn.Module):
         out = []
         for block, link, fmap in zip(self.blocks, self.audio_links, maps, strict=True):
             _, _, h, w = fmap.shape
-            visual = fmap.view(b, frames, d, h * w).permute(0, 3, 1, 2)              # [B, hw, T, d]
-            tokens = audio.view(b, frames, na, d).transpose(1, 2)                    # [B, Na, T, d]
+            visual = fmap.reshape(b, frames, d, h * w).permute(0, 3, 1, 2)           # [B, hw, T, d]
+            tokens = audio.reshape(b, frames, na, d).transpose(1, 2)                 # [B, Na, T, d]
             visual, tokens = block(visual, tokens)
             out.append(visual.permute(0, 2, 3, 1).reshape(bt, d, h, w))
             audio = link(tokens.transpose(1, 2).reshape(bt, na, d))
