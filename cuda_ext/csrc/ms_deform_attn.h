@@ -51,6 +51,11 @@ inline Dims check_inputs(const at::Tensor& value, const at::Tensor& spatial_shap
   return d;
 }
 
+inline void check_grad_output(const at::Tensor& grad_output, const Dims& d) {
+  TORCH_CHECK(grad_output.numel() == d.N * d.Lq * d.M * d.D, "ms_deform_attn_backward: grad_output has ",
+              grad_output.numel(), " elements, expected N * Lq * M * D = ", d.N * d.Lq * d.M * d.D);
+}
+
 // The four bilinear neighbours of (h, w) in pixel units (align_corners=False: h = y * H - 0.5).
 // For each corner: row, column, interpolation weight, and the weight's derivatives by h and by w.
 template <typename acc_t>

@@ -65,8 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& grad_output_in, const at::Tensor& value_in, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& locations_in, const at::Tensor& weights_in) {
   const Dims d = check_inputs(value_in, spatial_shapes, level_start_index, locations_in, weights_in);
-  TORCH_CHECK(grad_output_in.numel() == d.N * d.Lq * d.M * d.D, "ms_deform_attn_backward: grad_output has ",
-              grad_output_in.numel(), " elements, expected N * Lq * M * D = ", d.N * d.Lq * d.M * d.D);
+  check_grad_output(grad_output_in, d);
   const at::Tensor value = value_in.contiguous();
   const at::Tensor locations = locations_in.contiguous();
   const at::Tensor weights = weights_in.contiguous();
