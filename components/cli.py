@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +56,65 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from components.train.loop import load_train_config, train
+
+    cfg = load_train_config(args.params, args.stage, steps=args.steps, seed=args.seed)
+    summary = train(cfg, args.data, args.features, args.out, args.priors)
+    print(f"train: stage {cfg.stage}, {summary['steps']} steps, best val mIoU {summary['best_val_miou']:.3f} "
+          f"-> {Path(args.out) / 'best.pt'}")
+    return 0
+
+
+def _cmd_predict_masks(args: argparse.Namespace) -> int:
+    from components.train.masks import predict_masks
+
+    counts = predict_masks(args.data, args.features, args.model, args.out)
+    print(f"predict-masks: priors for {sum(counts.values())} clips ({counts}) in {args.out}")
+    return 0
+
+
+def _read_params(path: Path, section: str) -> dict:
+    import yaml
+
+    try:
+        return dict(yaml.safe_load(Path(path).read_text())[section])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise StepError(f"{path}: cannot read the {section!r} section ({exc})") from exc
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from components.evaluate.run import evaluate, metrics_table
+
+    runs = {f"stage{i}": p.parent for i, p in ((1, args.stage1), (2, args.stage2)) if p is not None}
+    metrics = evaluate(args.data, args.features, args.stage1, args.stage2, args.priors, args.out, args.metrics, runs)
+    print(metrics_table(metrics))
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from components.evaluate.gate import gate
+
+    params = _read_params(args.params, "gate")
+    decision = gate(args.metrics, params.get("minimums", {}), float(params.get("margin", 0.0)), args.champion,
+                    args.out)
+    print(f"gate: {'PASS' if decision['passed'] else 'FAIL'} - " + "; ".join(decision["reasons"]))
+    return 0 if decision["passed"] or not args.strict else 1
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from components.evaluate.run import metrics_table
+
+    try:
+        metrics = json.loads(Path(args.metrics).read_text())
+        decision = json.loads(Path(args.decision).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StepError(f"summary: {exc}") from exc
+    print(metrics_table(metrics))
+    print(f"\ngate: {'PASS' if decision['passed'] else 'FAIL'} - " + "; ".join(decision["reasons"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -92,6 +152,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maskige-size", type=int, default=224, help="side of the saved maskiges in pixels")
     p.add_argument("--batch-size", type=int, default=32, help="clips per batched spectrogram computation")
     p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("train", help="train stage 1 (class-agnostic) or stage 2 (semantic, with the prior)")
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    p.add_argument("--data", type=Path, required=True, help="dataset root")
+    p.add_argument("--features", type=Path, required=True, help="output of avs features")
+    p.add_argument("--out", type=Path, required=True,
+                   help="run folder (checkpoint, best.pt, curves); resumed if present")
+    p.add_argument("--priors", type=Path, help="output of avs predict-masks (stage 2)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (section 'train')")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict-masks", help="stage-1 foreground probabilities (the stage-2 prior) for every split")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--model", type=Path, required=True, help="stage-1 best.pt")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_predict_masks)
+
+    p = sub.add_parser("evaluate", help="AVSBench metrics for every subset and split, plots, gallery, report")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--features", type=Path, required=True)
+    p.add_argument("--stage1", type=Path, required=True, help="stage-1 best.pt (S4, MS3)")
+    p.add_argument("--stage2", type=Path, help="stage-2 best.pt (AVSS)")
+    p.add_argument("--priors", type=Path, help="output of predict-masks (needed with --stage2)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--metrics", type=Path, required=True, help="metrics JSON (DVC metrics)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("gate", help="pass/fail from params.yaml thresholds and the champion's metrics")
+    p.add_argument("--metrics", type=Path, required=True, help="the challenger's evaluation metrics")
+    p.add_argument("--champion", type=Path, help="the champion's metrics JSON (ignored if absent)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (section 'gate')")
+    p.add_argument("--out", type=Path, required=True, help="decision file (JSON)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the gate fails")
+    p.set_defaults(func=_cmd_gate)
+
+    p = sub.add_parser("summary", help="print the metrics table and the gate decision")
+    p.add_argument("--metrics", type=Path, default=Path("metrics/evaluation.json"))
+    p.add_argument("--decision", type=Path, default=Path("reports/gate.json"))
+    p.set_defaults(func=_cmd_summary)
     return parser
 
 

@@ -50,6 +50,14 @@ def _f_curves(prob: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(f, nan=0.0)
 
 
+def fscore_curve(prob: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds [255], mean F-beta over frames with non-empty ground truth [255]): one shared threshold
+    for the whole set; its maximum is the batch-independent `s4_fscore`."""
+    curves = _f_curves(_as_tensor(prob, torch.float64), (_as_tensor(gt, torch.float64) > 0.5).double())
+    thresholds = np.linspace(0, 1 - 1e-10, NUM_THRESHOLDS)
+    return thresholds, (curves.mean(0).numpy() if len(curves) else np.zeros(NUM_THRESHOLDS))
+
+
 def s4_fscore(prob: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray,
               frames_per_batch: int | None = None) -> float:
     """AVSBench F-score (beta^2 = 0.3) for S4/MS3.

@@ -1,0 +1,1 @@
+"""`avs evaluate`: AVSBench metrics for every subset and split, plots, a gallery and a report."""

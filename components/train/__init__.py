@@ -1,0 +1,1 @@
+"""`avs train` / `avs predict-masks`: Stepping Stones two-stage training of the AVS networks."""

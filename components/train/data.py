@@ -1,0 +1,153 @@
+"""Training samples: frames, log-mel audio, maskiges, labels and the stage-2 prior of one clip.
+
+Reads the dataset layout (`components.avsbench`) plus the features step's output, resizes to the
+training resolution, and normalises. Stage 1 sees every subset with binary labels; stage 2 sees AVSS
+with its 71 classes and a prior: the ground-truth foreground on annotated training frames, the stage-1
+prediction everywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from components.avsbench.layout import ClipFiles, list_clips, logmel_file, maskige_files, present_subsets
+from components.avsbench.reader import IGNORE_INDEX, read_rgb, read_target
+from components.common import StepError
+from components.features.logmel import NTAVS_WINDOWS
+from components.features.step import read_features
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+@dataclass
+class Sample:
+    """One clip, ready for the network (T frames at S x S).
+
+    frames [T, 3, S, S] normalised; audio [T, 3, 96, 64]; maskige [T, 3, S, S] in [0, 1];
+    labels int64 [T, S, S] (255 where no ground truth); has_gt bool [T]; prior [T, S, S] or None.
+    """
+
+    frames: torch.Tensor
+    audio: torch.Tensor
+    maskige: torch.Tensor
+    labels: torch.Tensor
+    has_gt: torch.Tensor
+    prior: torch.Tensor | None
+    key: str
+
+
+def prior_file(priors: Path, files: ClipFiles) -> Path:
+    """Where `avs predict-masks` stores a clip's stage-1 foreground probabilities."""
+    return Path(priors) / files.subset / f"{files.clip_id}.pt"
+
+
+STAGE2_SUBSETS = ("avss",)
+
+
+def stage_clips(data: Path, stage: int, split: str, subsets: tuple[str, ...] | None = None) -> list[ClipFiles]:
+    """Clips a stage reads: stage 1 every subset present, stage 2 AVSS only (or the given subsets)."""
+    present = present_subsets(data)
+    wanted = subsets or (tuple(present) if stage == 1 else STAGE2_SUBSETS)
+    missing = [s for s in wanted if s not in present]
+    if missing:
+        raise StepError(f"stage {stage} needs subset(s) {', '.join(missing)} under {data}")
+    return [c for s in wanted for c in list_clips(data, s, split)]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Samples for `stage` (1 or 2) from `data` (dataset root) and `features` (features output root).
+
+    priors: folder written by `avs predict-masks` (stage 2 only). audio_swap: a permutation of clip
+    indices whose audio replaces each clip's own (the audio-swap ablation); None keeps the true audio.
+    subsets: read these subsets instead of the stage's own.
+    """
+
+    def __init__(self, data: Path, features: Path, stage: int, split: str, size: int,
+                 priors: Path | None = None, audio_swap: list[int] | None = None,
+                 subsets: tuple[str, ...] | None = None):
+        self.data, self.features, self.stage, self.split, self.size = Path(data), Path(features), stage, split, size
+        self.priors = Path(priors) if priors is not None else None
+        if stage == 2 and self.priors is None:
+            raise StepError("stage 2 needs the stage-1 priors (run avs predict-masks first)")
+        self.clips = stage_clips(self.data, stage, split, subsets)
+        self.audio_swap = audio_swap
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _resize(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode=mode,
+                             **({"align_corners": False} if mode == "bilinear" else {}))
+
+    def _audio(self, files: ClipFiles) -> torch.Tensor:
+        path = logmel_file(self.features, files)
+        if not path.is_file():
+            raise StepError(f"{files.key}: features file {path} missing (run avs features)")
+        feats = read_features(path)
+        audio = torch.stack([feats[f"logmel_{w}"][:, 0] for w in NTAVS_WINDOWS], 1)   # [seconds, 3, 96, 64]
+        return audio[: files.num_frames]
+
+    def __getitem__(self, index: int) -> Sample:
+        files = self.clips[index]
+        frames = torch.from_numpy(np.stack([read_rgb(p) for p in files.frames])).permute(0, 3, 1, 2).float() / 255
+        frames = (self._resize(frames, "bilinear") - MEAN) / STD
+        maskige = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB"))
+                                             for p in maskige_files(self.features, files)]))
+        maskige = self._resize(maskige.permute(0, 3, 1, 2).float() / 255, "nearest")
+        targets = [read_target(files, t) for t in range(files.num_frames)]
+        has_gt = torch.tensor([t is not None for t in targets])
+        h, w = frames.shape[-2:] if all(t is None for t in targets) else next(t for t in targets if t is not None).shape
+        labels = torch.stack([torch.full((h, w), IGNORE_INDEX) if t is None else torch.from_numpy(t) for t in targets])
+        labels = self._resize(labels[:, None].float(), "nearest")[:, 0].long()
+        if self.stage == 1:  # class-agnostic: every sounding class is foreground
+            labels = torch.where(labels == IGNORE_INDEX, labels, (labels > 0).long())
+        audio_from = files if self.audio_swap is None else self.clips[self.audio_swap[index]]
+        audio = self._audio(audio_from)
+        if len(audio) < files.num_frames:  # a swapped clip may be shorter: repeat its last second
+            audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
+        prior = self._prior(files, labels, has_gt) if self.stage == 2 else None
+        return Sample(frames, audio, maskige, labels, has_gt, prior, files.key)
+
+    def _prior(self, files: ClipFiles, labels: torch.Tensor, has_gt: torch.Tensor) -> torch.Tensor:
+        path = prior_file(self.priors, files)
+        if not path.is_file():
+            raise StepError(f"{files.key}: stage-1 prior {path} missing (run avs predict-masks)")
+        predicted = torch.load(path, weights_only=True).float()
+        predicted = F.interpolate(predicted[:, None], size=(self.size, self.size), mode="bilinear",
+                                  align_corners=False)[:, 0]
+        if self.split != "train":
+            return predicted
+        truth = ((labels > 0) & (labels != IGNORE_INDEX)).float()
+        return torch.where(has_gt[:, None, None], truth, predicted)
+
+
+def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]:
+    """Stack samples of equal frame count into a batch: [B, T, ...] tensors, labels/has_gt flattened to B*T."""
+    out: dict[str, torch.Tensor | list[str] | None] = {
+        "frames": torch.stack([s.frames for s in samples]),
+        "audio": torch.stack([s.audio for s in samples]),
+        "maskige": torch.stack([s.maskige for s in samples]),
+        "labels": torch.cat([s.labels for s in samples]),
+        "has_gt": torch.cat([s.has_gt for s in samples]),
+        "prior": torch.stack([s.prior for s in samples]) if samples[0].prior is not None else None,
+        "keys": [s.key for s in samples],
+    }
+    return out
+
+
+def batches(dataset: ClipDataset, batch_clips: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches: shuffled, grouped so every batch holds clips with the same frame count."""
+    order = torch.randperm(len(dataset), generator=generator).tolist()
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(dataset.clips[i].num_frames, []).append(i)
+    out = [idx[k:k + batch_clips] for idx in groups.values() for k in range(0, len(idx), batch_clips)]
+    perm = torch.randperm(len(out), generator=generator).tolist()
+    return [out[i] for i in perm]

@@ -1,0 +1,212 @@
+"""The training loop: resumable, deterministic on CPU, DDP under torchrun, best-on-val selection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from components.common import StepError, write_json_atomic
+from components.train import checkpoint as ckpt
+from components.train.data import ClipDataset, batches, collate
+from components.train.optim import param_groups, poly_schedule
+from components.train.predict import score
+from model import create_model
+from model.criterion import SetCriterion
+
+NUM_AVSS_CLASSES = 71
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (all of it comes from params.yaml)."""
+
+    stage: int
+    preset: str = "tiny"
+    input_size: int = 128
+    batch_clips: int = 2
+    accumulate: int = 1
+    steps: int = 300
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    backbone_lr_mult: float = 0.1
+    poly_power: float = 0.9
+    clip_grad: float = 1.0
+    checkpoint_every: int = 50
+    val_every: int = 100
+    seed: int = 0
+    audio_swap: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Changes whenever the run would differ; a checkpoint from another config is not resumed."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _swap_permutation(n: int, seed: int) -> list[int]:
+    """A derangement-ish shuffle: every clip hears another clip's audio (when n > 1)."""
+    if n < 2:
+        return list(range(n))
+    return [(i + 1 + seed % (n - 1)) % n for i in range(n)]
+
+
+def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig:
+    """TrainConfig for `stage` from params.yaml: section `train`, with `train.stage{N}` on top."""
+    import yaml
+
+    try:
+        section = dict(yaml.safe_load(Path(params).read_text())["train"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise StepError(f"{params}: cannot read the 'train' section ({exc})") from exc
+    per_stage = {k: section.pop(k) for k in [k for k in section if k.startswith("stage")]}
+    section.update(per_stage.get(f"stage{stage}") or {})
+    section.update({k: v for k, v in overrides.items() if v is not None})
+    known = set(TrainConfig.__dataclass_fields__) - {"stage"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
+    return TrainConfig(stage=stage, **section)
+
+
+def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | None):
+    train_set = ClipDataset(data, features, cfg.stage, "train", cfg.input_size, priors)
+    val_set = ClipDataset(data, features, cfg.stage, "val", cfg.input_size, priors)
+    if cfg.audio_swap:
+        train_set.audio_swap = _swap_permutation(len(train_set), cfg.seed)
+        val_set.audio_swap = _swap_permutation(len(val_set), cfg.seed)
+    return train_set, val_set
+
+
+def make_model(cfg: TrainConfig) -> torch.nn.Module:
+    num_classes = 2 if cfg.stage == 1 else NUM_AVSS_CLASSES
+    return create_model(cfg.preset, num_classes=num_classes, prior=cfg.stage == 2, **cfg.model)
+
+
+def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train one stage; resume from `out/checkpoint.pt` if an unfinished run of the same config is there.
+
+    Writes (atomically) `out/checkpoint.pt` every `checkpoint_every` steps, `out/best.pt` (weights of the
+    best validation score, selected on val only), `out/curve.json` (per-step loss, lr, val score) and
+    returns the summary also written to `out/summary.json`.
+    """
+    rank, world = _distributed()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    out = Path(out)
+    _seed_everything(cfg.seed)
+    train_set, val_set = build_datasets(cfg, data, features, priors)
+    if len(train_set) == 0:
+        raise StepError(f"stage {cfg.stage}: no training clips under {data}")
+    model = make_model(cfg).to(device)
+    criterion = SetCriterion(model.cfg).to(device)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult))
+    scheduler = poly_schedule(optimizer, cfg.steps, cfg.poly_power)
+    state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": []}
+    latest = out / "checkpoint.pt"
+    if latest.is_file():
+        saved = ckpt.load(latest)
+        if saved["fingerprint"] == cfg.fingerprint():
+            getattr(model, "module", model).load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            ckpt.set_rng_state(saved["rng"])
+            state = saved["state"]
+    net = getattr(model, "module", model)
+
+    def save_checkpoint() -> None:
+        if rank == 0:
+            ckpt.save_atomic({"fingerprint": cfg.fingerprint(), "model": net.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "rng": ckpt.rng_state(), "state": state, "config": asdict(cfg)}, latest)
+
+    def validate() -> None:
+        if rank == 0:
+            value = score(net, val_set, device)  # the bare module: DDP would wait for the other ranks
+            state["curve"][-1]["val_miou"] = value
+            if value > state["best"]:
+                state["best"] = value
+                ckpt.save_atomic({"model": net.state_dict(), "model_config": net.cfg.to_dict(),
+                                  "train_config": asdict(cfg), "step": state["step"], "val_miou": value},
+                                 out / "best.pt")
+        if world > 1:
+            dist.barrier()
+        model.train()
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train stage {cfg.stage}", unit="step",
+               disable=None if progress and rank == 0 else True, dynamic_ncols=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    model.train()
+    started = time.perf_counter()
+    while state["step"] < cfg.steps:
+        order = batches(train_set, cfg.batch_clips, torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"]))
+        order = order[rank::world][: len(order) // world] if world > 1 else order
+        while state["position"] < len(order) and state["step"] < cfg.steps:
+            optimizer.zero_grad(set_to_none=True)
+            total = 0.0
+            for micro in range(cfg.accumulate):
+                index = order[(state["position"] + micro) % len(order)]
+                batch = collate([train_set[i] for i in index])
+                extra = {}
+                if net.cfg.maskige:
+                    extra["maskige"] = batch["maskige"].to(device)
+                if net.cfg.prior:
+                    extra["prior"] = batch["prior"].to(device)
+                with autocast:
+                    preds = model(batch["frames"].to(device), batch["audio"].to(device), **extra)
+                    loss = criterion(preds, batch["labels"].to(device), batch["has_gt"].to(device))["loss"]
+                (loss / cfg.accumulate).backward()
+                total += loss.item() / cfg.accumulate
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            scheduler.step()
+            state["position"] += cfg.accumulate
+            state["step"] += 1
+            state["curve"].append({"step": state["step"], "loss": total, "lr": scheduler.get_last_lr()[-1]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}")
+            if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
+                validate()
+            if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
+                save_checkpoint()
+        if state["position"] >= len(order):
+            state["epoch"] += 1
+            state["position"] = 0
+    bar.close()
+    summary = {"stage": cfg.stage, "steps": state["step"], "best_val_miou": state["best"],
+               "final_loss": state["curve"][-1]["loss"] if state["curve"] else None,
+               "seconds_this_run": round(time.perf_counter() - started, 1), "world_size": world}
+    if rank == 0:
+        write_json_atomic(out / "curve.json", state["curve"])
+        write_json_atomic(out / "summary.json", summary)
+    if world > 1:
+        dist.barrier()
+    return summary

@@ -1,0 +1,123 @@
+"""Training end to end on the tiny synthetic set: resume after SIGKILL gives the same result, 2-process DDP,
+predict-masks -> stage 2 -> evaluate, and the gate's decisions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from components.cli import main
+from components.evaluate.gate import decide
+
+pytestmark = pytest.mark.slow
+
+PARAMS = {
+    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 3e-4, "clip_grad": 1.0,
+              "checkpoint_every": 3, "val_every": 4, "seed": 3, "model": {"decoder_layers": 3},
+              "stage1": {"steps": 12}, "stage2": {"steps": 6}},
+    "gate": {"minimums": {"s4.test.miou": 0.0}, "margin": 0.02},
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(PARAMS))
+    features = root / "features"
+    assert main(["features", "--data", str(tiny_data), "--out", str(features), "--maskige-size", "64"]) == 0
+    return {"root": root, "params": params, "features": features, "data": tiny_data}
+
+
+def _train_cmd(ws: dict[str, Path], out: Path, stage: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "components.cli", "train", "--stage", str(stage), "--data", str(ws["data"]),
+            "--features", str(ws["features"]), "--out", str(out), "--params", str(ws["params"]), *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path]) -> None:
+    straight = workspace["root"] / "straight"
+    subprocess.run(_train_cmd(workspace, straight), env=_env(), check=True, capture_output=True)
+
+    killed = workspace["root"] / "killed"
+    proc = subprocess.Popen(_train_cmd(workspace, killed), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoint.pt").is_file():  # wait for the first checkpoint (step 3), then kill
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before a checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(killed / "checkpoint.pt", weights_only=False)["state"]
+    assert 0 < state["step"] < PARAMS["train"]["stage1"]["steps"]
+    subprocess.run(_train_cmd(workspace, killed), env=_env(), check=True, capture_output=True)
+
+    a, b = (torch.load(d / "best.pt", weights_only=False) for d in (straight, killed))
+    assert a["step"] == b["step"] and a["val_miou"] == b["val_miou"]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    curve_a, curve_b = (json.loads((d / "curve.json").read_text()) for d in (straight, killed))
+    assert curve_a == curve_b
+
+
+def test_two_process_ddp(workspace: dict[str, Path]) -> None:
+    out = workspace["root"] / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "components.cli", *_train_cmd(workspace, out, extra=("--steps", "4"))[3:]]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
+
+
+def test_stage_two_and_evaluation(workspace: dict[str, Path], capsys) -> None:
+    ws, root = workspace, workspace["root"]
+    stage1 = root / "straight" if (root / "straight" / "best.pt").is_file() else root / "s1"
+    if not (stage1 / "best.pt").is_file():
+        assert main(_train_cmd(ws, stage1)[3:]) == 0
+    priors = root / "priors"
+    assert main(["predict-masks", "--data", str(ws["data"]), "--features", str(ws["features"]),
+                 "--model", str(stage1 / "best.pt"), "--out", str(priors)]) == 0
+    assert len(list((priors / "avss").glob("*.pt"))) == 17
+    stage2 = root / "s2"
+    assert main(_train_cmd(ws, stage2, stage=2, extra=("--priors", str(priors)))[3:]) == 0
+    report, metrics = root / "report", root / "metrics.json"
+    assert main(["evaluate", "--data", str(ws["data"]), "--features", str(ws["features"]), "--stage1",
+                 str(stage1 / "best.pt"), "--stage2", str(stage2 / "best.pt"), "--priors", str(priors),
+                 "--out", str(report), "--metrics", str(metrics)]) == 0
+    values = json.loads(metrics.read_text())
+    assert set(values) == {"s4", "ms3", "avss"} and set(values["avss"]) == {"val", "test"}
+    for subset in ("s4", "ms3"):
+        assert 0 <= values[subset]["test"]["miou"] <= 1 and 0 <= values[subset]["test"]["fscore"] <= 1
+    assert (report / "report.md").read_text().count("![") >= 3 and list((report / "gallery").glob("*.png"))
+    assert (report / "plots" / "fscore_s4.csv").is_file() and (report / "plots" / "avss_class_iou.csv").is_file()
+    decision = root / "gate.json"
+    assert main(["gate", "--metrics", str(metrics), "--params", str(ws["params"]), "--out", str(decision)]) == 0
+    assert json.loads(decision.read_text())["passed"] is True
+    assert main(["summary", "--metrics", str(metrics), "--decision", str(decision)]) == 0
+    assert "gate: PASS" in capsys.readouterr().out
+
+
+def test_gate_refuses_a_weak_challenger_and_passes_a_good_one() -> None:
+    champion = {"s4": {"test": {"miou": 0.70}}, "avss": {"test": {"miou": 0.30}}}
+    minimums = {"s4.test.miou": 0.5, "avss.test.miou": 0.2}
+    weak = {"s4": {"test": {"miou": 0.66}}, "avss": {"test": {"miou": 0.31}}}
+    decision = decide(weak, minimums, champion, margin=0.02)
+    assert decision["passed"] is False
+    assert any("s4.test.miou" in r and "champion" in r for r in decision["reasons"])
+    too_low = decide({"s4": {"test": {"miou": 0.4}}, "avss": {"test": {"miou": 0.3}}}, minimums, None, 0.02)
+    assert too_low["passed"] is False and "below the minimum" in too_low["reasons"][0]
+    good = decide({"s4": {"test": {"miou": 0.69}}, "avss": {"test": {"miou": 0.35}}}, minimums, champion, 0.02)
+    assert good["passed"] is True and good["champion"] is True
