@@ -17,6 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+STAGES = ("synth", "validate", "features", "train_stage1", "predict_masks", "train_stage2", "evaluate", "gate")
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -44,14 +45,18 @@ def project(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Pa
     root = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "components", root / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    for code in ("components", "model", "cuda_ext"):  # stage dependencies
+        shutil.copytree(REPO / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synth"]["size"] = "tiny"
+    params["features"]["maskige_size"] = 64
+    params["train"].update(input_size=64, checkpoint_every=2, val_every=2, stage1={"steps": 4}, stage2={"steps": 2})
+    params["gate"]["minimums"] = {"s4.test.miou": 0.0}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], root, env)
     _run(["dvc", "init", "-q"], root, env)
     out = _run(["dvc", "repro"], root, env)
-    for stage in ("synth", "validate", "features"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in out
     return root
 
@@ -60,7 +65,7 @@ def test_second_repro_does_nothing(project: Path, env: dict[str, str]) -> None:
     before = {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")}
     out = _run(["dvc", "repro"], project, env)
     assert "Running stage" not in out
-    for stage in ("synth", "validate", "features"):
+    for stage in STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in out
     assert {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")} == before
     status = _run(["dvc", "status"], project, env)
@@ -72,7 +77,7 @@ def test_features_rerun_only_when_their_inputs_change(project: Path, env: dict[s
     params["features"]["maskige_size"] = 96
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     out = _run(["dvc", "repro"], project, env)
-    assert "Running stage 'features'" in out
+    assert "Running stage 'features'" in out and "Running stage 'train_stage1'" in out  # and what follows
     assert "Running stage 'synth'" not in out and "Running stage 'validate'" not in out
     assert "Running stage" not in _run(["dvc", "repro"], project, env)
     # a change to the data itself reruns validation and features, not generation
@@ -119,7 +124,8 @@ def test_push_wipe_pull_round_trip(project: Path, env: dict[str, str], s3_endpoi
     _run(["dvc", "remote", "add", "-f", "-d", "storage", "s3://avs-data/avsbench"], project, env)
     _run(["dvc", "remote", "modify", "storage", "endpointurl", s3_endpoint], project, env)
 
-    outputs = [project / "data" / "synthetic", project / "data" / "features", project / "reports" / "validation"]
+    outputs = [project / "data" / "synthetic", project / "data" / "features", project / "reports" / "validation",
+               project / "data" / "priors", project / "reports" / "evaluation"]
     original = {str(o): _tree_bytes(o) for o in outputs}
     assert all(original.values())
     _run(["dvc", "push"], project, env)

@@ -101,8 +101,8 @@ def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | 
 
 
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
-    num_classes = 2 if cfg.stage == 1 else NUM_AVSS_CLASSES
-    return create_model(cfg.preset, num_classes=num_classes, prior=cfg.stage == 2, **cfg.model)
+    defaults = {"num_classes": 2 if cfg.stage == 1 else NUM_AVSS_CLASSES, "prior": cfg.stage == 2}
+    return create_model(cfg.preset, **(defaults | cfg.model))  # cfg.model may override, e.g. prior: false
 
 
 def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             scheduler.step()
             state["position"] += cfg.accumulate
             state["step"] += 1
-            state["curve"].append({"step": state["step"], "loss": total, "lr": scheduler.get_last_lr()[-1]})
+            state["curve"].append({"step": state["step"], "loss": total, "lr": max(scheduler.get_last_lr())})
             bar.update(1)
             bar.set_postfix(loss=f"{total:.3f}")
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
