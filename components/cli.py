@@ -60,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from components.train.loop import load_train_config, train
 
     cfg = load_train_config(args.params, args.stage, steps=args.steps, seed=args.seed)
-    summary = train(cfg, args.data, args.features, args.out, args.priors)
+    summary = train(cfg, args.data, args.features, args.out, args.priors, init=args.init)
     print(f"train: stage {cfg.stage}, {summary['steps']} steps, best val mIoU {summary['best_val_miou']:.3f} "
           f"-> {Path(args.out) / 'best.pt'}")
     return 0
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True,
                    help="run folder (checkpoint, best.pt, curves); resumed if present")
     p.add_argument("--priors", type=Path, help="output of avs predict-masks (stage 2)")
+    p.add_argument("--init", type=Path, help="start from the matching tensors of this best.pt (stage 2: stage 1's)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (section 'train')")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--seed", type=int, help="override train.seed")

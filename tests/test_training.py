@@ -92,7 +92,15 @@ def test_stage_two_and_evaluation(workspace: dict[str, Path], capsys) -> None:
                  "--model", str(stage1 / "best.pt"), "--out", str(priors)]) == 0
     assert len(list((priors / "avss").glob("*.pt"))) == 17
     stage2 = root / "s2"
-    assert main(_train_cmd(ws, stage2, stage=2, extra=("--priors", str(priors)))[3:]) == 0
+    assert main(_train_cmd(ws, stage2, stage=2, extra=("--priors", str(priors), "--init",
+                                                     str(stage1 / "best.pt")))[3:]) == 0
+    from components.train.loop import initialise_from, load_train_config, make_model
+
+    fresh = make_model(load_train_config(ws["params"], 2))
+    left = initialise_from(fresh, stage1 / "best.pt")
+    assert left and all(k.startswith(("decoder.class_embed", "prior_inputs")) for k in left), left
+    s1 = torch.load(stage1 / "best.pt", weights_only=False)["model"]
+    torch.testing.assert_close(fresh.state_dict()["backbone.proj.0.0.weight"], s1["backbone.proj.0.0.weight"])
     report, metrics = root / "report", root / "metrics.json"
     assert main(["evaluate", "--data", str(ws["data"]), "--features", str(ws["features"]), "--stage1",
                  str(stage1 / "best.pt"), "--stage2", str(stage2 / "best.pt"), "--priors", str(priors),

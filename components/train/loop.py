@@ -105,13 +105,27 @@ def make_model(cfg: TrainConfig) -> torch.nn.Module:
     return create_model(cfg.preset, **(defaults | cfg.model))  # cfg.model may override, e.g. prior: false
 
 
+def initialise_from(net: torch.nn.Module, path: Path) -> list[str]:
+    """Copy every tensor of a trained network (`best.pt`) whose name and shape match into `net`.
+
+    Stage 2 starts from stage 1 this way; the class head (2 -> 71 classes) and the prior inputs start
+    fresh. Returns the names of the tensors left at their initial values.
+    """
+    saved = ckpt.load(Path(path))["model"]
+    own = net.state_dict()
+    matching = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
+
+
 def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, init: Path | None = None) -> dict[str, Any]:
     """Train one stage; resume from `out/checkpoint.pt` if an unfinished run of the same config is there.
 
     Writes (atomically) `out/checkpoint.pt` every `checkpoint_every` steps, `out/best.pt` (weights of the
     best validation score, selected on val only), `out/curve.json` (per-step loss, lr, val score) and
-    returns the summary also written to `out/summary.json`.
+    returns the summary also written to `out/summary.json`. `init`: a `best.pt` whose matching tensors
+    start the network (stage 2 from stage 1); ignored when resuming.
     """
     rank, world = _distributed()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -120,7 +134,12 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     train_set, val_set = build_datasets(cfg, data, features, priors)
     if len(train_set) == 0:
         raise StepError(f"stage {cfg.stage}: no training clips under {data}")
-    model = make_model(cfg).to(device)
+    model = make_model(cfg)
+    if init is not None:
+        if not Path(init).is_file():
+            raise StepError(f"--init {init}: file not found")
+        initialise_from(model, init)
+    model = model.to(device)
     criterion = SetCriterion(model.cfg).to(device)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
