@@ -51,6 +51,20 @@ inline Dims check_inputs(const at::Tensor& value, const at::Tensor& spatial_shap
   return d;
 }
 
+// Checked, contiguous inputs, with the index tensors as int64 on `index_device`.
+struct Prepared {
+  Dims d;
+  at::Tensor value, locations, weights, shapes, starts;
+};
+
+inline Prepared prepare(const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+                        const at::Tensor& locations, const at::Tensor& weights, const at::Device& index_device) {
+  const Dims d = check_inputs(value, spatial_shapes, level_start_index, locations, weights);
+  return {d, value.contiguous(), locations.contiguous(), weights.contiguous(),
+          spatial_shapes.to(index_device, at::kLong).contiguous(),
+          level_start_index.to(index_device, at::kLong).contiguous()};
+}
+
 inline void check_grad_output(const at::Tensor& grad_output, const Dims& d) {
   TORCH_CHECK(grad_output.numel() == d.N * d.Lq * d.M * d.D, "ms_deform_attn_backward: grad_output has ",
               grad_output.numel(), " elements, expected N * Lq * M * D = ", d.N * d.Lq * d.M * d.D);

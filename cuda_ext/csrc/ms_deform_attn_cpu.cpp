@@ -13,12 +13,10 @@ namespace avs {
 at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value_in, const at::Tensor& spatial_shapes,
                                       const at::Tensor& level_start_index, const at::Tensor& locations_in,
                                       const at::Tensor& weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes, level_start_index, locations_in, weights_in);
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor locations = locations_in.contiguous();
-  const at::Tensor weights = weights_in.contiguous();
-  const at::Tensor shapes = spatial_shapes.to(at::kCPU, at::kLong).contiguous();
-  const at::Tensor starts = level_start_index.to(at::kCPU, at::kLong).contiguous();
+  const Prepared in = prepare(value_in, spatial_shapes, level_start_index, locations_in, weights_in, at::kCPU);
+  const Dims d = in.d;
+  const at::Tensor &value = in.value, &locations = in.locations, &weights = in.weights;
+  const at::Tensor &shapes = in.shapes, &starts = in.starts;
   at::Tensor output = at::empty({d.N, d.Lq, d.M, d.D}, value.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
@@ -64,14 +62,12 @@ at::Tensor ms_deform_attn_forward_cpu(const at::Tensor& value_in, const at::Tens
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& grad_output_in, const at::Tensor& value_in, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& locations_in, const at::Tensor& weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes, level_start_index, locations_in, weights_in);
+  const Prepared in = prepare(value_in, spatial_shapes, level_start_index, locations_in, weights_in, at::kCPU);
+  const Dims d = in.d;
   check_grad_output(grad_output_in, d);
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor locations = locations_in.contiguous();
-  const at::Tensor weights = weights_in.contiguous();
-  const at::Tensor grad_output = grad_output_in.to(value.scalar_type()).contiguous();
-  const at::Tensor shapes = spatial_shapes.to(at::kCPU, at::kLong).contiguous();
-  const at::Tensor starts = level_start_index.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor grad_output = grad_output_in.to(in.value.scalar_type()).contiguous();
+  const at::Tensor &value = in.value, &locations = in.locations, &weights = in.weights;
+  const at::Tensor &shapes = in.shapes, &starts = in.starts;
   const auto acc_type = at::toOpMathType(value.scalar_type());
   // accumulate in the op-math type (float for half/bfloat16), cast at the end
   at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(acc_type));

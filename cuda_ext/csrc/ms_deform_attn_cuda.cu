@@ -102,13 +102,12 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad_out, const sca
 at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value_in, const at::Tensor& spatial_shapes,
                                        const at::Tensor& level_start_index, const at::Tensor& locations_in,
                                        const at::Tensor& weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes, level_start_index, locations_in, weights_in);
   const c10::cuda::CUDAGuard guard(value_in.device());
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor locations = locations_in.contiguous();
-  const at::Tensor weights = weights_in.contiguous();
-  const at::Tensor shapes = spatial_shapes.to(value.device(), at::kLong).contiguous();
-  const at::Tensor starts = level_start_index.to(value.device(), at::kLong).contiguous();
+  const Prepared in =
+      prepare(value_in, spatial_shapes, level_start_index, locations_in, weights_in, value_in.device());
+  const Dims d = in.d;
+  const at::Tensor &value = in.value, &locations = in.locations, &weights = in.weights;
+  const at::Tensor &shapes = in.shapes, &starts = in.starts;
   at::Tensor output = at::empty({d.N, d.Lq, d.M, d.D}, value.options());
   const int64_t work = output.numel();
   if (work == 0) return output.view({d.N, d.Lq, d.M * d.D});
@@ -127,15 +126,14 @@ at::Tensor ms_deform_attn_forward_cuda(const at::Tensor& value_in, const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& grad_output_in, const at::Tensor& value_in, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& locations_in, const at::Tensor& weights_in) {
-  const Dims d = check_inputs(value_in, spatial_shapes, level_start_index, locations_in, weights_in);
-  check_grad_output(grad_output_in, d);
   const c10::cuda::CUDAGuard guard(value_in.device());
-  const at::Tensor value = value_in.contiguous();
-  const at::Tensor locations = locations_in.contiguous();
-  const at::Tensor weights = weights_in.contiguous();
-  const at::Tensor grad_output = grad_output_in.to(value.scalar_type()).contiguous();
-  const at::Tensor shapes = spatial_shapes.to(value.device(), at::kLong).contiguous();
-  const at::Tensor starts = level_start_index.to(value.device(), at::kLong).contiguous();
+  const Prepared in =
+      prepare(value_in, spatial_shapes, level_start_index, locations_in, weights_in, value_in.device());
+  const Dims d = in.d;
+  check_grad_output(grad_output_in, d);
+  const at::Tensor grad_output = grad_output_in.to(in.value.scalar_type()).contiguous();
+  const at::Tensor &value = in.value, &locations = in.locations, &weights = in.weights;
+  const at::Tensor &shapes = in.shapes, &starts = in.starts;
   at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(at::toOpMathType(value.scalar_type())));
   at::Tensor grad_locations = at::empty_like(locations);
   at::Tensor grad_weights = at::empty_like(weights);
