@@ -74,15 +74,6 @@ def _cmd_predict_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_params(path: Path, section: str) -> dict:
-    import yaml
-
-    try:
-        return dict(yaml.safe_load(Path(path).read_text())[section])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise StepError(f"{path}: cannot read the {section!r} section ({exc})") from exc
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from components.evaluate.run import evaluate, metrics_table
 
@@ -93,9 +84,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
+    from components.common import read_params
     from components.evaluate.gate import gate
 
-    params = _read_params(args.params, "gate")
+    params = read_params(args.params, "gate")
     decision = gate(args.metrics, params.get("minimums", {}), float(params.get("margin", 0.0)), args.champion,
                     args.out)
     print(f"gate: {'PASS' if decision['passed'] else 'FAIL'} - " + "; ".join(decision["reasons"]))

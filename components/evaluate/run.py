@@ -49,13 +49,13 @@ def _binary_colours(mask: np.ndarray) -> np.ndarray:
 def _evaluate_binary(model, data, features, subset, split, size, tmp) -> tuple[dict[str, float], np.ndarray]:
     dataset = ClipDataset(data, features, 1, split, size, subsets=(subset,))
     probs, labels = [], []
-    for index, p, lab, has_gt in progress(predict(model, dataset, torch.device("cpu")), f"evaluate {subset} {split}",
-                                          total=len(dataset)):
+    for index, p, batch in progress(predict(model, dataset, torch.device("cpu")), f"evaluate {subset} {split}",
+                                    total=len(dataset)):
+        lab, has_gt = batch["labels"], batch["has_gt"]
         probs.append(p[has_gt, 1])
         labels.append(lab[has_gt] == 1)
         if split == "test" and index < GALLERY_CLIPS:
-            frames = dataset[index].frames
-            _gallery(tmp / "gallery" / f"{subset}_{index}.png", frames,
+            _gallery(tmp / "gallery" / f"{subset}_{index}.png", batch["frames"][0],
                      _binary_colours((lab == 1).numpy()), _binary_colours((p[:, 1] > 0.5).numpy()))
     p, g = torch.cat(probs), torch.cat(labels)
     frames_per_clip = dataset.clips[0].num_frames
@@ -68,13 +68,14 @@ def _evaluate_avss(model, data, features, priors, split, size, tmp) -> dict[str,
     dataset = ClipDataset(data, features, 2, split, size, priors)
     preds, labels = [], []
     palette = avss_palette()
-    for index, p, lab, has_gt in progress(predict(model, dataset, torch.device("cpu")), f"evaluate avss {split}",
-                                          total=len(dataset)):
+    for index, p, batch in progress(predict(model, dataset, torch.device("cpu")), f"evaluate avss {split}",
+                                    total=len(dataset)):
+        lab, has_gt = batch["labels"], batch["has_gt"]
         preds.append(p[has_gt].argmax(1))
         labels.append(lab[has_gt])
         if split == "test" and index < GALLERY_CLIPS:
             truth = palette[lab.clamp(max=70).numpy()] * (lab != 255).numpy()[..., None]
-            _gallery(tmp / "gallery" / f"avss_{index}.png", dataset[index].frames, truth.astype(np.uint8),
+            _gallery(tmp / "gallery" / f"avss_{index}.png", batch["frames"][0], truth.astype(np.uint8),
                      palette[p.argmax(1).numpy()])
     return avss_scores(torch.cat(preds), torch.cat(labels), num_classes=len(AVSS_CLASSES))
 

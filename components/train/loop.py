@@ -15,15 +15,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from components.common import StepError, write_json_atomic
+from components.avsbench.classes import NUM_AVSS_CLASSES
+from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
 from components.train.data import ClipDataset, batches, collate
 from components.train.optim import param_groups, poly_schedule
-from components.train.predict import score
+from components.train.predict import run_model, score
 from model import create_model
 from model.criterion import SetCriterion
-
-NUM_AVSS_CLASSES = 71
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,7 @@ def _swap_permutation(n: int, seed: int) -> list[int]:
 
 def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig:
     """TrainConfig for `stage` from params.yaml: section `train`, with `train.stage{N}` on top."""
-    import yaml
-
-    try:
-        section = dict(yaml.safe_load(Path(params).read_text())["train"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise StepError(f"{params}: cannot read the 'train' section ({exc})") from exc
+    section = read_params(params, "train")
     per_stage = {k: section.pop(k) for k in [k for k in section if k.startswith("stage")]}
     section.update(per_stage.get(f"stage{stage}") or {})
     section.update({k: v for k, v in overrides.items() if v is not None})
@@ -193,13 +187,8 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             for micro in range(cfg.accumulate):
                 index = order[(state["position"] + micro) % len(order)]
                 batch = collate([train_set[i] for i in index])
-                extra = {}
-                if net.cfg.maskige:
-                    extra["maskige"] = batch["maskige"].to(device)
-                if net.cfg.prior:
-                    extra["prior"] = batch["prior"].to(device)
                 with autocast:
-                    preds = model(batch["frames"].to(device), batch["audio"].to(device), **extra)
+                    preds = run_model(model, batch, device)
                     loss = criterion(preds, batch["labels"].to(device), batch["has_gt"].to(device))["loss"]
                 (loss / cfg.accumulate).backward()
                 total += loss.item() / cfg.accumulate

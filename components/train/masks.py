@@ -37,7 +37,7 @@ def predict_masks(data: Path, features: Path, model_path: Path, out: Path) -> di
     with atomic_dir(Path(out), overwrite=True) as tmp:
         for split in ("train", "val", "test"):
             dataset = ClipDataset(data, features, 1, split, train_cfg["input_size"], subsets=STAGE2_SUBSETS)
-            for index, probs, _, _ in progress(predict(net, dataset, torch.device("cpu")), f"predict-masks {split}",
+            for index, probs, _ in progress(predict(net, dataset, torch.device("cpu")), f"predict-masks {split}",
                                                total=len(dataset)):
                 path = prior_file(tmp, dataset.clips[index])
                 path.parent.mkdir(parents=True, exist_ok=True)

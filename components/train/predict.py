@@ -11,30 +11,34 @@ from model.metrics import avss_scores, s4_miou
 from model.ntavs import semantic_map
 
 
+def run_model(model: torch.nn.Module, batch: dict, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The network's predictions for a collated batch, passing the maskige and prior only if it uses them."""
+    net = getattr(model, "module", model)
+    extra = {name: batch[name].to(device) for name in ("maskige", "prior") if getattr(net.cfg, name)}
+    return model(batch["frames"].to(device), batch["audio"].to(device), **extra)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: ClipDataset, device: torch.device,
-            ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (clip index, probabilities [T, C, S, S], labels [T, S, S], has_gt [T]) for every clip."""
+            ) -> Iterator[tuple[int, torch.Tensor, dict]]:
+    """Yield (clip index, probabilities [T, C, S, S], the collated one-clip batch) for every clip.
+
+    The batch holds "frames" [1, T, 3, S, S], "labels" [T, S, S] and "has_gt" [T] among others.
+    """
     model.eval()
-    net = getattr(model, "module", model)
     for index in range(len(dataset)):
         batch = collate([dataset[index]])
-        extra = {}
-        if net.cfg.maskige:
-            extra["maskige"] = batch["maskige"].to(device)
-        if net.cfg.prior:
-            extra["prior"] = batch["prior"].to(device)
-        preds = model(batch["frames"].to(device), batch["audio"].to(device), **extra)
+        preds = run_model(model, batch, device)
         probs = semantic_map(preds[-1], tuple(batch["frames"].shape[-2:])).float().cpu()
-        yield index, probs, batch["labels"], batch["has_gt"]
+        yield index, probs, batch
 
 
 def score(model: torch.nn.Module, dataset: ClipDataset, device: torch.device) -> float:
     """Validation mIoU over frames with ground truth: binary AVSBench mIoU (stage 1) or AVSS mIoU (stage 2)."""
     probs, labels = [], []
-    for _, p, lab, has_gt in predict(model, dataset, device):
-        probs.append(p[has_gt])
-        labels.append(lab[has_gt])
+    for _, p, batch in predict(model, dataset, device):
+        probs.append(p[batch["has_gt"]])
+        labels.append(batch["labels"][batch["has_gt"]])
     if not probs:
         return 0.0
     p, lab = torch.cat(probs), torch.cat(labels)
