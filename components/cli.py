@@ -107,6 +107,96 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift_settings(args: argparse.Namespace):
+    from components.common import read_params
+    from components.drift.report import DriftSettings
+
+    if args.params is not None:
+        params = read_params(args.params, "drift")
+    else:  # params.yaml of the working directory when it has a drift section, else the defaults
+        try:
+            params = read_params(Path("params.yaml"), "drift")
+        except StepError:
+            params = {}
+    if getattr(args, "alpha", None) is not None:
+        params["alpha"] = args.alpha
+    return DriftSettings.from_params(params), params
+
+
+def _drift_model(args: argparse.Namespace):
+    if args.model is None:
+        return None, None
+    from components.drift.sources import load_predictor
+
+    return load_predictor(args.model)
+
+
+def _cmd_drift_reference(args: argparse.Namespace) -> int:
+    from components.drift.run import build_reference
+
+    predictor, info = _drift_model(args)
+    split = None if args.split == "all" else args.split
+    table = build_reference(args.data, args.out, split, predictor, info, strict=args.strict)
+    skipped = f", {len(table.skipped)} unreadable clip(s) skipped" if table.skipped else ""
+    for line in table.skipped:
+        print(f"  skipped {line}", file=sys.stderr)
+    print(f"drift-reference: {len(table.rows)} clips ({args.split} split of {args.data}){skipped}"
+          f"{', with predictions' if predictor else ''} -> {args.out}")
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from components.drift.run import run_drift
+
+    settings, params = _drift_settings(args)
+    predictor, info = _drift_model(args)
+    summary = run_drift(args.reference, args.current, args.out, settings, predictor, info,
+                        split=None if args.split == "all" else args.split, last=args.last, strict=args.strict,
+                        max_seconds=float(params.get("max_seconds", 60.0)))
+    for line in summary["current"]["skipped_clips"]:
+        print(f"  skipped {line}", file=sys.stderr)
+    if summary["current"]["skipped"]:
+        print(f"drift: {summary['current']['skipped']} unreadable clip(s) skipped (--strict makes them fatal)",
+              file=sys.stderr)
+    for note in summary["notes"]:
+        print(f"drift: note: {note}", file=sys.stderr)
+    print(f"{summary['verdict']}; report: {Path(args.out) / 'report.html'}")
+    return 1 if summary["drift"] else 0
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from components.common import read_params
+    from components.serve.package import package
+
+    settings = read_params(args.params, "package") if args.params.is_file() else {}
+    features = read_params(args.params, "features") if args.params.is_file() else {}
+    record = package(args.stage1, args.stage2, args.out, args.gate, settings, features, force=args.force)
+    if record["packaged"]:
+        print(f"package: {Path(args.out) / record['mar']} ({record['bytes'] / 1e6:.1f} MB, "
+              f"sha256 {record['sha256'][:12]})")
+    else:
+        print(f"package: not built - {'; '.join(record['reasons'])} (recorded in {Path(args.out) / 'package.json'})")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from components.serve import server
+
+    if args.action == "start":
+        state = server.start(server.settings_from(args), timeout=args.timeout)
+        auth = f"token auth on, keys in {state['key_file']}" if state["token_auth"] else "token auth off"
+        print(f"serve: ready, POST videos to {state['predict_url']} ({auth}); metrics {state['metrics_url']}/metrics; "
+              f"logs in {state['logs']}")
+        return 0
+    if args.action == "stop":
+        stopped = server.stop(args.run_dir)
+        print("serve: stopped" if stopped else f"serve: no server running from {args.run_dir}")
+        return 0
+    state = server.status(args.run_dir)
+    print(json.dumps(state, indent=2))
+    return 0 if state["ready"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -187,6 +277,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=Path("metrics/evaluation.json"))
     p.add_argument("--decision", type=Path, default=Path("reports/gate.json"))
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("package", help="TorchServe model archive (.mar) of both stages, built only if the gate passed")
+    p.add_argument("--stage1", type=Path, required=True, help="stage-1 best.pt")
+    p.add_argument("--stage2", type=Path, help="stage-2 best.pt (omit for a stage-1-only archive)")
+    p.add_argument("--gate", type=Path, help="gate decision JSON; when it failed only package.json is written")
+    p.add_argument("--out", type=Path, required=True, help="output folder (<model_name>.mar, package.json)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections package, features)")
+    p.add_argument("--force", action="store_true", help="build even when the gate failed (recorded in package.json)")
+    p.set_defaults(func=_cmd_package)
+
+    p = sub.add_parser("serve", help="run TorchServe locally: start | stop | status")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--run-dir", type=Path, default=Path(".serve"), help="config, logs, pid and keys (default .serve)")
+    p.add_argument("--model-store", type=Path, help="folder holding the .mar (default models/serving)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections serve, package)")
+    p.add_argument("--address", help="address of the inference and metrics APIs (default 127.0.0.1)")
+    p.add_argument("--inference-port", type=int)
+    p.add_argument("--management-port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--token-auth", action=argparse.BooleanOptionalAction, default=None,
+                   help="TorchServe token authorisation (default on; keys in RUN_DIR/key_file.json)")
+    p.add_argument("--token-expiration-min", type=int, help="minutes before the inference/management keys expire")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the model to be ready")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("drift-reference", help="descriptors of the training clips: the reference of drift reports")
+    p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")
+    p.add_argument("--out", type=Path, required=True, help="reference folder (descriptors.csv + descriptors.json)")
+    p.add_argument("--split", default="train", help="train | val | test | all (default: train)")
+    p.add_argument("--model", type=Path, help="also describe predictions: models folder (stage1/best.pt "
+                                              "[+ stage2/best.pt]), serving folder or stage-1 best.pt")
+    p.add_argument("--strict", action="store_true", help="an unreadable clip is fatal instead of skipped")
+    p.set_defaults(func=_cmd_drift_reference)
+
+    p = sub.add_parser("drift", help="are new videos still like the training data? (exit 0 no drift, 1 drift)")
+    p.add_argument("--reference", type=Path, required=True, help="folder from drift-reference (or a previous --out)")
+    p.add_argument("--current", type=Path, required=True,
+                   help="folder of videos, AVSBench copy, the endpoint's JSONL log, or a previous --out")
+    p.add_argument("--out", type=Path, required=True, help="report folder (replaced atomically)")
+    p.add_argument("--model", type=Path, help="also compare predictions (the reference must have them): models "
+                                              "folder, serving folder or stage-1 best.pt")
+    p.add_argument("--split", default="all", help="for an AVSBench --current: train | val | test | all (default)")
+    p.add_argument("--last", type=int, help="use only the last N clips (the most recent requests of a log)")
+    p.add_argument("--strict", action="store_true", help="an unreadable video or log line is fatal instead of skipped")
+    p.add_argument("--alpha", type=float, help="override drift.alpha (family-wise false-alarm rate)")
+    p.add_argument("--params", type=Path,
+                   help="parameters file, section 'drift' (default: ./params.yaml if present, else built-in defaults)")
+    p.set_defaults(func=_cmd_drift)
     return parser
 
 
