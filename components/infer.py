@@ -78,13 +78,14 @@ class Segmenter:
     """The stage-1 (class-agnostic) and stage-2 (AVSS classes, stage-1 prior) networks, ready to predict.
 
     stage1: a 2-class `best.pt` without prior; stage2: a `best.pt` with the prior input (None: stage 1
-    only, class map = foreground > 0.5). device: default CUDA when present. mask_source/maskige_size:
-    must match the `features` parameters the models were trained with. amp: bfloat16 autocast on CUDA.
+    only, class map = foreground > 0.5). device: default CUDA when present. mask_source/maskige_size
+    (and sam_checkpoint/sam_model_type for "sam"): must match the `features` parameters the models were
+    trained with; `proposer` replaces the named one. amp: bfloat16 autocast on CUDA.
     """
 
     def __init__(self, stage1: Path | str, stage2: Path | str | None = None, device: torch.device | str | None = None,
                  mask_source: str = "regions", maskige_size: int = MASKIGE_SIZE, proposer: MaskProposer | None = None,
-                 amp: bool = True):
+                 amp: bool = True, sam_checkpoint: Path | str | None = None, sam_model_type: str = "vit_b"):
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.stage1, cfg1 = load_trained(Path(stage1))
         if self.stage1.cfg.num_classes != 2 or self.stage1.cfg.prior:
@@ -103,7 +104,9 @@ class Segmenter:
             AVSS_CLASSES if self.stage2.cfg.num_classes == len(AVSS_CLASSES) else
             tuple(f"class-{i}" for i in range(self.stage2.cfg.num_classes)))
         self.needs_maskige = self.stage1.cfg.maskige or (self.stage2 is not None and self.stage2.cfg.maskige)
-        self.proposer = proposer or (make_proposer(mask_source) if self.needs_maskige else None)
+        checkpoint = Path(sam_checkpoint) if sam_checkpoint else None
+        self.proposer = proposer or (make_proposer(mask_source, checkpoint, sam_model_type) if self.needs_maskige
+                                     else None)
         self.maskige_size = maskige_size
         self.amp = amp and self.device.type == "cuda"
 
