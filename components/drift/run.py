@@ -41,6 +41,9 @@ def run_drift(reference: Path, current: Path, out: Path, settings: DriftSettings
     summary.json; `summary["drift"]` is the decision). StepError for inputs that cannot be compared.
     """
     ref = read_table(reference, "reference")
+    if predictor is not None and not ref.has_predictions:
+        raise StepError(f"{reference}: the reference has no prediction descriptors; build it with the same model "
+                        "(`avs drift-reference --model M`) or run `avs drift` without --model")
     cur = read_source(current, predictor=predictor, split=split, strict=strict, model_info=model_info,
                       max_seconds=max_seconds)
     if last is not None:
