@@ -3,7 +3,7 @@
 The rule. Each descriptor column is tested on its own with the two-sample Kolmogorov-Smirnov test
 (reference vs current). With m columns tested at 0.05 each, same-distribution data would raise a false
 alarm in most runs (1 - 0.95^20 = 64 % for 20 independent columns), so the per-column threshold is
-Bonferroni-corrected: a column drifts when its p-value is below alpha / m, and the set drifts when any
+Bonferroni-corrected: a column drifts when its p-value is at most alpha / m, and the set drifts when any
 column does. Whatever the dependence between columns, the chance of a false alarm on same-distribution
 data is then at most alpha (`drift.alpha` in params.yaml, default 0.01). Columns that cannot be compared
 are left out of m and listed: unknown (all NaN) on either side, constant with the same value on both
@@ -40,7 +40,7 @@ EVIDENTLY_JSON = "evidently.json"
 class DriftSettings:
     """The drift rule's knobs (the `drift` section of params.yaml).
 
-    alpha: family-wise false-alarm rate; a column drifts when its KS p-value < alpha / columns tested.
+    alpha: family-wise false-alarm rate; a column drifts when its KS p-value <= alpha / columns tested.
     min_clips: fewest current clips a report is made for (below it the tests have no power).
     ignore_columns: descriptor columns never tested (e.g. video_fps when the reference has no frame rate).
     """
@@ -185,7 +185,7 @@ def decide(reference: DescriptorTable, current: DescriptorTable, settings: Drift
         "columns_tested": len(tested),
         "columns": columns,
         "left_out": left_out,
-        "rule": (f"a column drifts when its two-sample KS p-value < alpha / {len(tested)} columns tested = "
+        "rule": (f"a column drifts when its two-sample KS p-value <= alpha / {len(tested)} columns tested = "
                  f"{threshold:.3g} (Bonferroni); the set drifts when any column does"),
         "settings": {"alpha": settings.alpha, "min_clips": settings.min_clips,
                      "ignore_columns": list(settings.ignore_columns)},
