@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path,
                    help="parameters file, section 'drift' (default: ./params.yaml if present, else built-in defaults)")
     p.set_defaults(func=_cmd_drift)
+
+    from components.pipeline.cli import register as register_pipeline
+
+    register_pipeline(sub)  # avs pipeline compile | run-local | submit | fetch-data
     return parser
 
 
