@@ -18,7 +18,7 @@ def _clip(seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (64, 96),
     n = round(seconds * fps)
     frames = torch.zeros(n, 3, *size, dtype=torch.uint8)
     for i in range(n):
-        frames[i, 0] = (i // fps) * 40
+        frames[i, 0] = (i // fps) * 40 % 240
         frames[i, 1] = 200
     t = torch.arange(round(seconds * rate)) / rate
     tone = 0.3 * torch.sin(2 * math.pi * 440 * t)
@@ -95,3 +95,322 @@ def test_decode_images() -> None:
         with pytest.raises(MediaError) as info:
             decode_images(images)
         assert info.value.kind == kind
+
+
+# -- a tiny two-stage model trained here -----------------------------------------------------------------------
+TRAIN_PARAMS = {
+    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
+              "checkpoint_every": 2, "val_every": 2, "seed": 0, "stage1": {"steps": 2}, "stage2": {"steps": 2}},
+    "features": {"mask_source": "regions", "maskige_size": 64},
+    "package": {"model_name": "avs", "batch_size": 4, "max_batch_delay_ms": 300, "max_seconds": 6,
+                "max_payload_mb": 0.5, "warmup_seconds": 2, "warmup_size": 64, "threads": 1},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: on a shared 2-core machine, two spinning OpenMP threads run ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> dict:
+    """features -> stage 1 (2 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set."""
+    import yaml
+
+    from components.cli import main
+
+    root = tmp_path_factory.mktemp("serve-models")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(TRAIN_PARAMS))
+    features, priors = root / "features", root / "priors"
+    common = ["--data", str(tiny_data), "--features", str(features)]
+    assert main(["features", "--data", str(tiny_data), "--out", str(features), "--maskige-size", "64"]) == 0
+    assert main(["train", "--stage", "1", *common, "--out", str(root / "s1"), "--params", str(params)]) == 0
+    assert main(["predict-masks", *common, "--model", str(root / "s1" / "best.pt"), "--out", str(priors)]) == 0
+    assert main(["train", "--stage", "2", *common, "--priors", str(priors), "--init", str(root / "s1" / "best.pt"),
+                 "--out", str(root / "s2"), "--params", str(params)]) == 0
+    return {"root": root, "params": params, "features": features, "priors": priors, "data": tiny_data,
+            "stage1": root / "s1" / "best.pt", "stage2": root / "s2" / "best.pt"}
+
+
+@pytest.fixture(scope="module")
+def segmenter(models: dict):
+    from components.infer import Segmenter
+
+    return Segmenter(models["stage1"], models["stage2"], maskige_size=64)
+
+
+@pytest.mark.slow
+def test_infer_builds_the_training_inputs_and_the_stage1_prior(models: dict, segmenter) -> None:
+    """The in-process path reproduces the training data pipeline bit for bit, and stage 1's output is
+    the prior predict-masks wrote."""
+    from components.avsbench.reader import AVSBenchDataset
+    from components.train.data import ClipDataset, prior_file
+
+    for subset, stage in (("s4", 1), ("avss", 1)):
+        dataset = ClipDataset(models["data"], models["features"], stage, "test", 64, subsets=(subset,))
+        clip = AVSBenchDataset(models["data"], subset=subset, split="test")[0]
+        assert dataset.clips[0].key == clip.files.key
+        sample = dataset[0]
+        inputs = segmenter.prepare(clip.frames, clip.waveform, clip.sample_rate)
+        torch.testing.assert_close(inputs.frames, sample.frames)
+        torch.testing.assert_close(inputs.maskige, sample.maskige)
+        if subset == "s4":  # AVSS features are padded with zeros to 10 s, which the endpoint does not know
+            torch.testing.assert_close(inputs.audio, sample.audio)
+    avss = AVSBenchDataset(models["data"], subset="avss", split="test", labels=("v1s",))
+    clip = avss[0]
+    result = segmenter.predict(clip.frames, clip.waveform, clip.sample_rate)
+    prior = torch.load(prior_file(models["priors"], clip.files), weights_only=True).float()   # [T, 64, 64]
+    import torch.nn.functional as F
+
+    expected = F.interpolate(prior[:, None], size=clip.frames.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(result.foreground, expected, atol=2e-3, rtol=0)  # float16 storage of the prior
+    t, h, w = clip.frames.shape[0], *clip.frames.shape[-2:]
+    assert result.class_map.shape == (t, h, w) and result.class_map.dtype == torch.int64
+    assert len(result.classes) == t and {"stage1", "stage2", "audio", "maskige", "total"} <= set(result.timings)
+    batch = segmenter.predict_batch([(clip.frames, clip.waveform, clip.sample_rate)] * 2)
+    assert batch[0].timings["batch"] == 2
+    torch.testing.assert_close(batch[1].foreground, result.foreground, atol=1e-4, rtol=0)
+
+
+# -- packaging --------------------------------------------------------------------------------------------------
+def test_package_records_why_when_the_gate_failed(tmp_path) -> None:
+    """A failed gate: no archive, package.json with the gate's reasons (no model is even read)."""
+    import json
+
+    from components.cli import main
+
+    gate = tmp_path / "gate.json"
+    gate.write_text(json.dumps({"passed": False, "reasons": ["s4.test.miou = 0.3 is below the minimum 0.5"]}))
+    out = tmp_path / "serving"
+    (out / "old").mkdir(parents=True)  # a previous output is replaced, not merged
+    assert main(["package", "--stage1", str(tmp_path / "none.pt"), "--gate", str(gate), "--out", str(out),
+                 "--params", str(tmp_path / "absent.yaml")]) == 0
+    record = json.loads((out / "package.json").read_text())
+    assert record["packaged"] is False and "s4.test.miou" in record["reasons"][0]
+    assert sorted(p.name for p in out.iterdir()) == ["package.json"]
+    assert main(["package", "--stage1", str(tmp_path / "none.pt"), "--gate", str(tmp_path / "missing.json"),
+                 "--out", str(out)]) == 2  # an unreadable decision is an error, not a pass
+
+
+@pytest.fixture(scope="module")
+def archive(models: dict) -> dict:
+    """The .mar of the tiny models, through the gate's PASS branch."""
+    import json
+
+    from components.serve.package import package, verify_archive
+
+    gate = models["root"] / "gate.json"
+    gate.write_text(json.dumps({"passed": True, "reasons": ["every gate metric meets its threshold"]}))
+    out = models["root"] / "serving"
+    record = package(models["stage1"], models["stage2"], out, gate, TRAIN_PARAMS["package"], TRAIN_PARAMS["features"])
+    assert record["packaged"] and (out / "avs.mar").is_file() and not verify_archive(out / "avs.mar")
+    return {"dir": out, "record": record}
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def server(archive: dict, models: dict):
+    """A real TorchServe on loopback (random free ports, token auth on) started with `avs serve start`."""
+    from components.cli import main
+    from components.serve.server import status
+
+    run_dir = models["root"] / "run"
+    inference, management, metrics = _free_ports(3)
+    code = main(["serve", "start", "--run-dir", str(run_dir), "--model-store", str(archive["dir"]), "--params",
+                 str(models["params"]), "--inference-port", str(inference), "--management-port", str(management),
+                 "--metrics-port", str(metrics), "--token-auth", "--timeout", "240"])
+    try:
+        assert code == 0, (run_dir / "logs" / "model_log.log").read_text()[-3000:]
+        yield {"run_dir": run_dir, "ports": (inference, management, metrics), "state": status(run_dir)}
+    finally:
+        main(["serve", "stop", "--run-dir", str(run_dir)])
+
+
+def _post(server: dict, body: bytes, content_type: str | None, token: bool = True) -> tuple[int, dict | bytes]:
+    import http.client
+    import json
+
+    from components.serve.server import read_key
+
+    headers = {"Content-Type": content_type} if content_type else {}
+    if token:
+        headers["Authorization"] = f"Bearer {read_key(server['run_dir'])}"
+    conn = http.client.HTTPConnection("127.0.0.1", server["ports"][0], timeout=120)
+    try:
+        conn.request("POST", "/predictions/avs", body=body, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw
+
+
+def _worker_pids(server: dict) -> list[int]:
+    from components.serve.server import status
+
+    state = status(server["run_dir"])
+    assert state["ready"], state
+    return [w["pid"] for w in state["workers"]]
+
+
+def _wav(seconds: float = 2.0, rate: int = 16000) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, _clip(seconds=seconds, rate=rate)[1].T.numpy(), rate, format="WAV")
+    return buf.getvalue()
+
+
+def _pngs(seconds: int = 2) -> list[bytes]:
+    from PIL import Image
+
+    frames = _clip(seconds=seconds, fps=1)[0]
+    out = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+@pytest.mark.slow
+def test_every_bad_input_gets_a_json_4xx_and_the_worker_stays_up(server: dict) -> None:
+    import base64
+    import json
+
+    audio_only = io.BytesIO()
+    encode_aac = _video(seconds=2.0)
+    import av
+
+    with av.open(io.BytesIO(encode_aac)) as src, av.open(audio_only, "w", format="mp4") as dst:
+        stream = dst.add_stream_from_template(src.streams.audio[0])
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    wav = base64.b64encode(_wav()).decode()
+    cases = [
+        ("unsupported content type", b"hello", "text/plain", 415, "unsupported_content_type"),
+        ("no content type", b"hello", None, 415, "unsupported_content_type"),
+        ("undecodable media", b"\x00not a video" * 100, "video/mp4", 400, "undecodable"),
+        ("truncated media", _video(seconds=2.0)[:3000], "video/webm", 400, "undecodable"),
+        ("no audio track", _video(seconds=2.0, audio=False), "video/mp4", 422, "no_audio"),
+        ("zero frames (audio-only file)", audio_only.getvalue(), "video/mp4", 422, "no_frames"),
+        ("zero frames (JSON)", json.dumps({"frames": [], "audio": wav}).encode(), "application/json", 422,
+         "no_frames"),
+        ("longer than the maximum", _video(seconds=8.0, size=(32, 32)), "video/mp4", 422, "too_long"),
+        ("oversized payload", b"\x00" * (600 * 1024), "video/mp4", 413, "payload_too_large"),
+        ("malformed JSON", b'{"frames": ["aGk=", ', "application/json", 400, "malformed_json"),
+        ("JSON that is not an object", b"[1, 2]", "application/json", 400, "malformed_json"),
+        ("bad base64", json.dumps({"frames": ["@@@"], "audio": wav}).encode(), "application/json", 400,
+         "bad_base64"),
+        ("unknown mask format", json.dumps({"frames": [], "audio": wav, "mask_format": "gif"}).encode(),
+         "application/json", 400, "bad_mask_format"),
+    ]
+    pids = _worker_pids(server)
+    for name, body, content_type, status, code in cases:
+        got, answer = _post(server, body, content_type)
+        assert got == status, (name, got, answer)
+        assert isinstance(answer, dict) and answer["error"]["code"] == code and answer["error"]["message"], name
+        assert _worker_pids(server) == pids, f"the worker restarted after: {name}"
+    # above the frontend's hard limit (2 x max_payload_mb + 1 MiB) TorchServe itself answers a bare 413
+    got, _ = _post(server, b"\x00" * (3 * 1024 * 1024), "video/mp4")
+    assert got == 413 and _worker_pids(server) == pids
+    got, answer = _post(server, _video(seconds=2.0), "video/mp4", token=False)   # token auth is on
+    assert 400 <= got < 500 and "Token" in json.dumps(answer)
+
+
+@pytest.mark.slow
+def test_good_requests_of_all_three_kinds_match_in_process_inference(server: dict, segmenter) -> None:
+    import threading
+
+    from components.serve.client import Client, masks_of
+
+    client = Client(f"http://127.0.0.1:{server['ports'][0]}", key_file=server["run_dir"] / "key_file.json")
+    video = _video(seconds=3.0)
+    answers = {"video": client.predict_video(video),
+               "multipart": client.predict_frames(_pngs(2), _wav(2.0), mask_format="rle"),
+               "json": client.predict_json(_pngs(2), _wav(2.0))}
+    expected = {"video": (3, (64, 96), "png"), "multipart": (2, (64, 96), "rle"), "json": (2, (64, 96), "png")}
+    for kind, answer in answers.items():
+        t, size, fmt = expected[kind]
+        assert answer["num_frames"] == t and tuple(answer["size"]) == size and answer["mask_format"] == fmt, kind
+        assert answer["model"]["deform_attn"] in ("cpu-kernel", "cuda-kernel") and answer["model"]["stage2"]
+        assert {"decode", "stage1", "stage2", "handler"} <= set(answer["timings_ms"])
+        masks = masks_of(answer)
+        assert len(masks) == t and masks[0]["class_map"].shape == size
+    # the served answer is the in-process answer
+    media = decode_video(video)
+    local = segmenter.predict(media.frames, media.waveform, media.sample_rate)
+    served = masks_of(answers["video"])
+    for frame, got in enumerate(served):
+        agree = (torch.from_numpy(got["class_map"].astype("int64")) == local.class_map[frame]).float().mean()
+        assert agree > 0.99
+        agree = (torch.from_numpy(got["foreground"]) == (local.foreground[frame] > 0.5)).float().mean()
+        assert agree > 0.99
+    # concurrent requests are batched (batchSize 4, maxBatchDelay 300 ms)
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(client.predict_video(video))) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 4 and max(r["timings_ms"]["batch"] for r in results) >= 2
+
+
+@pytest.mark.slow
+def test_probes_metrics_and_status_with_token_auth(server: dict) -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    from components.cli import main
+    from components.serve.server import read_key
+
+    probe = Path(__file__).resolve().parents[1] / "k8s" / "base" / "serving" / "probe.py"
+    inference, management, metrics = server["ports"]
+    key_file = server["run_dir"] / "key_file.json"
+    args = ["--port", str(inference), "--management-port", str(management), "--key-file", str(key_file)]
+    for mode in ("live", "ready"):
+        proc = subprocess.run([sys.executable, str(probe), mode, *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, str(probe), "ready", *args, "--model", "other"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "other" in proc.stderr
+    # an expired inference key: the probe renews it with the API key (TorchServe rewrites the key file)
+    keys = json.loads(key_file.read_text())
+    old = keys["inference"]["key"]
+    keys["inference"]["expiration time"] = "2000-01-01T00:00:00.000000000Z"
+    copy = server["run_dir"] / "expired_keys.json"
+    copy.write_text(json.dumps(keys))
+    proc = subprocess.run([sys.executable, str(probe), "live", "--port", str(inference), "--management-port",
+                           str(management), "--key-file", str(copy)], capture_output=True, text=True)
+    assert read_key(server["run_dir"]) != old  # renewed in the server's own key file
+    assert proc.returncode == 1  # the copy was not rewritten, so its stale key still fails: no false positive
+    proc = subprocess.run([sys.executable, str(probe), "ready", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert "ts_inference_requests_total" in text or "Requests2XX" in text
+    assert main(["serve", "status", "--run-dir", str(server["run_dir"])]) == 0

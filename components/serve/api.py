@@ -91,7 +91,8 @@ class Limits:
 @dataclass
 class ClipRequest:
     """A parsed request: frames uint8 [T, 3, H, W], waveform float32 [N] mono at `sample_rate` (16 kHz),
-    the requested mask format, which request kind it was, and the decoding time in milliseconds."""
+    the requested mask format, which request kind it was, the decoding time in milliseconds, and the
+    uploaded video's frame rate and duration (None for separate frames)."""
 
     frames: torch.Tensor
     waveform: torch.Tensor
@@ -99,6 +100,8 @@ class ClipRequest:
     mask_format: str
     kind: str
     decode_ms: float
+    fps: float | None = None
+    duration: float | None = None
 
 
 def _header(headers: Mapping[str, Any], name: str) -> str:
@@ -180,6 +183,7 @@ def parse_request(inputs: Mapping[str, Any], headers: Mapping[str, Any], limits:
         raise ApiError(413, "payload_too_large", f"request of {size} bytes exceeds the maximum of "
                                                  f"{limits.max_payload_mb:g} MiB")
     header_format = _header(headers, "x-mask-format")
+    media = None
     if content_type in VIDEO_TYPES:
         body = inputs.get("body", inputs.get("data"))
         if not isinstance(body, bytes | bytearray) or not body:
@@ -225,7 +229,8 @@ def parse_request(inputs: Mapping[str, Any], headers: Mapping[str, Any], limits:
             frames, wave = _frames_and_audio(images, [f"frames[{i}]" for i in range(len(images))],
                                              _b64(body["audio"], "audio"), limits)
             kind = "json"
-    return ClipRequest(frames, wave, 16000, fmt, kind, round((time.perf_counter() - start) * 1000, 2))
+    return ClipRequest(frames, wave, 16000, fmt, kind, round((time.perf_counter() - start) * 1000, 2),
+                       media.fps if media else None, media.duration if media else None)
 
 
 # -- answers -------------------------------------------------------------------------------------------------

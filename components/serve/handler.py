@@ -4,8 +4,9 @@ TorchServe calls `handle(data, context)` with a batch of requests (up to the mod
 at most maxBatchDelay ms). A bad request gets its own 4xx JSON answer; the other requests of the batch
 still run, and the worker stays up. The model loads and warms up once, at worker start.
 Settings: `avs-serve.json` inside the archive, then the `handler` section of the archive's model config,
-then AVS_SERVE_* environment variables (see components.serve.api.Limits, and AVS_SERVE_THREADS for the
-CPU threads of a worker).
+then AVS_SERVE_* environment variables (see components.serve.api.Limits, AVS_SERVE_THREADS for the
+CPU threads of a worker, AVS_SERVE_DRIFT_LOG for a JSONL file that receives every answered clip's drift
+descriptors, read by `avs drift`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class AVSHandler:
         self.segmenter = None
         self.limits = Limits()
         self.model_info: dict[str, Any] = {}
+        self.drift_log: Path | None = None
 
     def initialize(self, context: Any) -> None:
         """Load both stages from the extracted archive onto the worker's device, then warm up."""
@@ -50,6 +52,8 @@ class AVSHandler:
         model_dir = Path(props["model_dir"])
         settings = load_settings(model_dir, (getattr(context, "model_yaml_config", None) or {}).get("handler"))
         self.limits = Limits.from_config(settings)
+        drift_log = os.environ.get("AVS_SERVE_DRIFT_LOG") or settings.get("drift_log")
+        self.drift_log = Path(drift_log) if drift_log else None
         threads = int(os.environ.get("AVS_SERVE_THREADS") or settings.get("threads") or 0)
         if threads > 0:
             torch.set_num_threads(threads)
@@ -95,6 +99,7 @@ class AVSHandler:
                 for (i, request), result in zip(parsed, results, strict=True):
                     answers[i] = encode_result(result, request, self.model_info)
                     answers[i]["timings_ms"]["handler"] = round((time.perf_counter() - start) * 1000, 2)
+                    self._log_drift(request, result, context, i)
             except Exception as exc:
                 log.exception("avs handler: prediction failed")
                 for i, _ in parsed:
@@ -108,6 +113,21 @@ class AVSHandler:
             context.set_response_content_type(i, "application/json")
             out.append(json.dumps(answer, separators=(",", ":")))
         return out
+
+
+    def _log_drift(self, request: ClipRequest, result: Any, context: Any, index: int) -> None:
+        """Append the clip's drift descriptors to the drift log (when configured); never fails a request."""
+        if self.drift_log is None:
+            return
+        try:
+            from components.drift.live import log_request
+
+            request_id = (getattr(context, "request_ids", None) or {}).get(index)
+            log_request(self.drift_log, request.frames, request.waveform, request.sample_rate, result=result,
+                        class_names=self.segmenter.class_names, fps=request.fps, duration=request.duration,
+                        request_id=request_id, source="endpoint")
+        except Exception:
+            log.exception("avs handler: cannot append to the drift log %s", self.drift_log)
 
 
 _service = AVSHandler()

@@ -284,18 +284,26 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def settings_from(args: Any) -> ServerSettings:
-    """ServerSettings from the `serve` and `package` sections of args.params (if the file exists), then the
-    command-line options that were given (run_dir, model_store, address, ports, token_auth, expiry)."""
-    from components.common import read_params
+def _section(params: Path, name: str) -> dict[str, Any]:
+    """A section of a parameters file, {} when the file or the section is absent."""
+    import yaml
 
-    values: dict[str, Any] = {}
+    if not params.is_file():
+        return {}
+    try:
+        content = yaml.safe_load(params.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StepError(f"{params}: cannot be read ({exc})") from exc
+    return dict(content.get(name) or {})
+
+
+def settings_from(args: Any) -> ServerSettings:
+    """ServerSettings from the `serve` and `package` sections of args.params (where present), then the
+    command-line options that were given (run_dir, model_store, address, ports, token_auth, expiry)."""
     params = Path(args.params)
-    if params.is_file():
-        fields = ServerSettings.__dataclass_fields__
-        values.update({k: v for k, v in read_params(params, "serve").items() if k in fields})
-        package = read_params(params, "package")
-        values.update({k: package[k] for k in ("max_payload_mb", "max_seconds", "model_name") if k in package})
+    values: dict[str, Any] = _section(params, "serve")
+    package = _section(params, "package")
+    values.update({k: package[k] for k in ("max_payload_mb", "max_seconds", "model_name") if k in package})
     for name in ("model_store", "address", "inference_port", "management_port", "metrics_port",
                  "token_expiration_min", "token_auth"):
         if getattr(args, name, None) is not None:
@@ -303,7 +311,7 @@ def settings_from(args: Any) -> ServerSettings:
     values["run_dir"] = args.run_dir
     unknown = sorted(set(values) - set(ServerSettings.__dataclass_fields__))
     if unknown:
-        raise StepError(f"serve: unknown setting(s) {', '.join(unknown)}")
+        raise StepError(f"{params}: unknown serve setting(s) {', '.join(unknown)}")
     for name in ("run_dir", "model_store"):
         if name in values:
             values[name] = Path(values[name])
