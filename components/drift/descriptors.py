@@ -7,7 +7,8 @@ built with, and `avs drift` refuses to compare across versions.
 
 Columns (all float; NaN where the source does not know the value, e.g. the frame rate of AVSBench frames):
 
-- audio (mono, resampled to 16 kHz; 32 ms Hann frames every 10 ms):
+- audio (mono, resampled to 16 kHz, codec padding of <= 128 ms digital silence dropped at either end;
+  32 ms Hann frames every 10 ms):
   `audio_loudness_db` clip RMS in dBFS; `audio_silence_ratio` share of frames whose RMS is below
   SILENCE_DB; `audio_centroid_hz` / `audio_bandwidth_hz` spectral centroid and spread, averaged over the
   non-silent frames; `audio_mel_db_0..7` mean power (dBFS) of eight groups of eight HTK mel bands
@@ -45,6 +46,8 @@ SILENCE_DB = -50.0  # a frame quieter than this (RMS, dBFS) is silent
 MEL_GROUPS = 8  # the 64 mel bands of the features step, in groups of 8
 ANALYSIS_SIDE = 128  # short side of the frames the colour statistics are measured on
 _FLOOR = 1e-10  # power floor before taking logs (-100 dB)
+CODEC_PADDING = 2048  # samples (128 ms): leading/trailing digital silence up to this long is codec padding
+DIGITAL_SILENCE = 1e-5  # |sample| at or below this (-100 dBFS) counts as digital silence
 
 AUDIO_COLUMNS: tuple[str, ...] = (
     "audio_loudness_db", "audio_silence_ratio", "audio_centroid_hz", "audio_bandwidth_hz",
@@ -85,13 +88,28 @@ def _mel_group_edges() -> tuple[float, ...]:
 MEL_GROUP_EDGES_HZ: tuple[float, ...] = _mel_group_edges()
 
 
+def _strip_codec_padding(x: np.ndarray) -> np.ndarray:
+    """`x` without leading/trailing digital silence of at most CODEC_PADDING samples (a decoder's padding).
+
+    AAC and other codecs pad the last (and sometimes first) frame with zeros: ~50 ms of exact silence that
+    is in no WAV of the reference and would otherwise read as a silence-ratio shift of every video.
+    """
+    loud = np.flatnonzero(np.abs(x) > DIGITAL_SILENCE)
+    if loud.size == 0:
+        return x
+    start = int(loud[0]) if loud[0] <= CODEC_PADDING else 0
+    stop = int(loud[-1]) + 1 if len(x) - 1 - loud[-1] <= CODEC_PADDING else len(x)
+    return x[start:stop]
+
+
 def audio_descriptors(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> dict[str, float]:
     """Audio columns (AUDIO_COLUMNS) of one clip.
 
     waveform: float [samples] or [channels, samples] in [-1, 1] at `sample_rate` (mixed to mono and
-    resampled to 16 kHz). An empty waveform counts as silence. Returns column -> float.
+    resampled to 16 kHz). Leading/trailing digital silence up to CODEC_PADDING samples is dropped first
+    (decoders pad the last audio frame). An empty waveform counts as silence. Returns column -> float.
     """
-    x = to_mono_16k(torch.as_tensor(waveform), int(sample_rate)).numpy()
+    x = _strip_codec_padding(to_mono_16k(torch.as_tensor(waveform), int(sample_rate)).numpy())
     if len(x) < FRAME:
         x = np.pad(x, (0, FRAME - len(x)))
     window, freqs, mel, scale = _audio_tables()

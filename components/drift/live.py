@@ -52,7 +52,8 @@ def log_request(log: Path, frames: torch.Tensor | np.ndarray, waveform: torch.Te
 
     frames: uint8 [T, 3, H, W] (one per second); waveform: float [samples] or [channels, samples] at
     `sample_rate`; result: the request's components.infer.ClipResult (None: no prediction columns) with
-    class_names = Segmenter.class_names; fps / duration of the uploaded video when known; request_id:
+    class_names = Segmenter.class_names; fps / duration of the uploaded video when known (duration
+    defaults to the audio's length, as for AVSBench clips); request_id:
     the request's id (a fresh UUID if None). Returns the record written: descriptor_version, time, clip,
     source and every descriptor column (null where unknown).
     """
@@ -65,6 +66,8 @@ def log_request(log: Path, frames: torch.Tensor | np.ndarray, waveform: torch.Te
         "clip": request_id or uuid.uuid4().hex,
         "source": source,
     }
+    if duration is None:
+        duration = torch.as_tensor(waveform).shape[-1] / sample_rate
     record.update(describe(frames, waveform, sample_rate, fps=fps, duration=duration, foreground=foreground,
                            class_map=class_map))
     append_jsonl(log, record)

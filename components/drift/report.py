@@ -34,6 +34,7 @@ REPORT_HTML = "report.html"
 SUMMARY_JSON = "summary.json"
 SUMMARY_HTML = "summary.html"
 EVIDENTLY_JSON = "evidently.json"
+VERDICT_NAMES = 12  # drifted columns named in the one-line verdict (all of them are in summary.json)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,10 @@ def verdict_line(summary: dict[str, Any]) -> str:
             f"KS per column, Bonferroni alpha {summary['settings']['alpha']:g}")
     if not n:
         return f"drift: no drift (0 of {m} columns; {base})"
-    named = ", ".join(f"{c} (p={_fmt_p(summary['columns'][c]['p_value'])})" for c in summary["drifted_columns"])
+    named = ", ".join(f"{c} (p={_fmt_p(summary['columns'][c]['p_value'])})"
+                      for c in summary["drifted_columns"][:VERDICT_NAMES])
+    if n > VERDICT_NAMES:
+        named += f" and {n - VERDICT_NAMES} more (summary.json)"
     return f"drift: DRIFT in {n} of {m} columns: {named} ({base})"
 
 
@@ -167,7 +171,9 @@ def decide(reference: DescriptorTable, current: DescriptorTable, settings: Drift
     columns: dict[str, Any] = {}
     for col in tested:
         ref, cur = reference.rows[col].dropna().to_numpy(), current.rows[col].dropna().to_numpy()
-        statistic, p = ks_2samp(ref, cur)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "exact calculation unsuccessful": asymptotic p
+            statistic, p = ks_2samp(ref, cur)
         columns[col] = {
             "p_value": float(p), "threshold": threshold, "drifted": bool(p <= threshold),
             "ks_statistic": float(statistic),

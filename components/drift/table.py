@@ -6,6 +6,7 @@ for the set it checked, so a previous run's output can serve as a reference or a
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +84,6 @@ def read_table(folder: Path, what: str = "reference") -> DescriptorTable:
     if not meta_path.is_file() or not csv_path.is_file():
         raise StepError(f"{folder}: not a descriptor table (expected {TABLE_CSV} and {TABLE_META}); build a "
                         "reference with `avs drift-reference` or `dvc repro drift_reference`")
-    import json
-
     try:
         meta = json.loads(meta_path.read_text())
         version = int(meta["descriptor_version"])
