@@ -197,6 +197,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0 if state["ready"] else 1
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from components.deploy.run import run_deploy, settings_from_params
+    from components.serve.server import _section
+
+    deploy = _section(args.params, "deploy")
+    settings = settings_from_params(deploy, _section(args.params, "package"), namespace=args.namespace,
+                                    image=args.image, replicas=args.replicas, gpus=args.gpus,
+                                    model_uri=args.model_uri, s3_endpoint=args.s3_endpoint, claim=args.claim,
+                                    token_auth=args.token_auth, create_namespace=args.create_namespace or None)
+    timeout = args.timeout if args.timeout is not None else float(deploy.get("timeout_s", 1200))
+    summary = run_deploy(settings, args.manifests, args.gate, args.upload, args.render, args.kubeconfig,
+                         args.context, timeout, force=args.force)
+    if "rendered" in summary:
+        if args.render != "-":
+            print(f"deploy: {len(summary['objects'])} valid objects written to {args.render}", file=sys.stderr)
+        return 0
+    print(f"deploy: {settings.namespace}/avs-serving rolled out, {summary['ready']}/{summary['wanted']} ready "
+          f"in {summary['seconds']} s ({', '.join(summary['applied'])})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -301,6 +322,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-expiration-min", type=int, help="minutes before the inference/management keys expire")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the model to be ready")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("deploy", help="TorchServe on Kubernetes GPU nodes: render, validate, server-side apply, wait")
+    p.add_argument("--manifests", type=Path, default=Path("k8s/base/serving"), help="the serving kustomization folder")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections deploy, package)")
+    p.add_argument("--namespace")
+    p.add_argument("--image", help="the project image (Dockerfile.gpu)")
+    p.add_argument("--replicas", type=int)
+    p.add_argument("--gpus", type=int, help="GPUs per pod (0: a CPU deployment, no GPU node selection)")
+    p.add_argument("--model-uri", help="s3://bucket/key.mar: an init step downloads the archive (default: the volume)")
+    p.add_argument("--upload", type=Path, help="upload this .mar to --model-uri first (refused if its gate failed)")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL for --model-uri/--upload")
+    p.add_argument("--claim", help="PersistentVolumeClaim holding the .mar (default: avs-model-store)")
+    p.add_argument("--token-auth", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--create-namespace", action="store_true")
+    p.add_argument("--gate", type=Path, help="refuse to deploy when this gate decision failed")
+    p.add_argument("--force", action="store_true", help="deploy although the gate failed")
+    p.add_argument("--render", metavar="FILE", help="write the validated objects as YAML (- for stdout), apply nothing")
+    p.add_argument("--kubeconfig")
+    p.add_argument("--context")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default deploy.timeout_s)")
+    p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("drift-reference", help="descriptors of the training clips: the reference of drift reports")
     p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")

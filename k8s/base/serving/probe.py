@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="inference API port")
     parser.add_argument("--management-port", type=int, default=8081)
     parser.add_argument("--model", default="avs")
-    parser.add_argument("--key-file", type=Path, default=Path("/home/model-server/run/key_file.json"))
+    parser.add_argument("--key-file", type=Path, default=Path("/home/avs/run/key_file.json"))
     parser.add_argument("--timeout", type=float, default=4.0)
     args = parser.parse_args(argv)
 
