@@ -112,14 +112,16 @@ def _jsonl_rows(path: Path, strict: bool) -> tuple[list[dict[str, Any]], list[st
             if version == DESCRIPTOR_VERSION:
                 rows.append({k: (math.nan if v is None else v) for k, v in record.items()})
                 continue
-            versions.add(version)
-            problem = (f"{path}:{number}: descriptor version {version}, this code computes {DESCRIPTOR_VERSION}"
-                       if version is not None else f"{path}:{number}: not a JSON object")
+            if version is None:
+                problem = f"{path}:{number}: not a JSON object"
+            else:
+                versions.add(version)
+                problem = f"{path}:{number}: descriptor version {version}, this code computes {DESCRIPTOR_VERSION}"
         if strict:
             raise StepError(f"{problem} (rerun without --strict to skip such lines)")
         skipped.append(problem)
     if not rows and versions:
-        raise StepError(f"{path}: every logged request has another descriptor version ({sorted(versions, key=str)}); "
+        raise StepError(f"{path}: every logged request has another descriptor version ({sorted(versions)}); "
                         f"this code computes version {DESCRIPTOR_VERSION}: log new traffic with the current code")
     return rows, skipped
 
