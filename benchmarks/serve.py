@@ -1,0 +1,175 @@
+"""Serving latency and throughput: a 5-second 224x224 clip through TorchServe vs components.infer in-process.
+
+Builds the two stages of the `tiny` preset at input size 224 (random weights unless --stage1/--stage2 give
+trained ones: latency does not depend on the weights), packages them with `avs package`'s code, starts a
+real TorchServe on loopback (token auth on, as deployed) and sends the same mp4 from 1 and 8 concurrent
+clients. The in-process baseline does what the handler does minus HTTP (decode the mp4 with
+components.media, Segmenter.predict_batch) in this process, sequentially for 1 client and from 8 threads
+for 8; both sides use the same CPU thread count (--threads, default 1 per worker: on a shared machine two
+spinning OpenMP threads per process slow everything down).
+Prints p50/p95 latency (ms), throughput (clips/s), errors, and the p50 ratio served / in-process.
+Usage: python benchmarks/serve.py [--requests 20] [--threads 1] [--batch-size 4] [--max-batch-delay-ms 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.media import decode_video, encode_video
+
+
+def make_clip(seconds: int = 5, size: int = 224, fps: int = 25, rate: int = 44100) -> bytes:
+    """An mp4 (H.264 + AAC) of coloured discs moving over a textured background, with two tones."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    background = (rng.random((size, size, 3)) * 60 + 40).astype(np.uint8)
+    frames = np.empty((seconds * fps, 3, size, size), np.uint8)
+    for i in range(len(frames)):
+        img = background.copy()
+        t = i / fps
+        for k, colour in enumerate(((220, 40, 40), (40, 200, 60), (50, 80, 230))):
+            cx = size * (0.25 + 0.5 * (0.5 + 0.5 * math.sin(t * (0.7 + k * 0.4) + k)))
+            cy = size * (0.3 + 0.15 * k + 0.1 * math.cos(t * 0.9 + k))
+            img[(xx - cx) ** 2 + (yy - cy) ** 2 < (size * (0.08 + 0.03 * k)) ** 2] = colour
+        frames[i] = img.transpose(2, 0, 1)
+    t = np.arange(seconds * rate) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.6) + 0.2 * np.sin(2 * np.pi * 660 * t) * (t % 1 >= 0.4)
+    buf = io.BytesIO()
+    encode_video(buf, torch.from_numpy(frames), fps, torch.from_numpy(wave.astype(np.float32)), rate, "mp4")
+    return buf.getvalue()
+
+
+def tiny_checkpoints(folder: Path, size: int) -> tuple[Path, Path]:
+    """best.pt files (the `avs train` format) of a tiny stage 1 and stage 2 at input size `size`."""
+    from model import create_model
+
+    paths = []
+    for stage, classes in ((1, 2), (2, 71)):
+        torch.manual_seed(stage)
+        net = create_model("tiny", num_classes=classes, prior=stage == 2)
+        path = folder / f"stage{stage}.pt"
+        torch.save({"model": net.state_dict(), "model_config": net.cfg.to_dict(), "step": 0, "val_miou": 0.0,
+                    "train_config": {"stage": stage, "preset": "tiny", "input_size": size}}, path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def measure(call: Callable[[], object], clients: int, requests: int) -> dict[str, float]:
+    """Run `requests` calls from `clients` threads; latency percentiles (ms), throughput, errors."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        start = time.perf_counter()
+        try:
+            call()
+        except Exception as exc:  # counted and reported, never hidden
+            with lock:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            return
+        with lock:
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    ordered = sorted(latencies) or [float("nan")]
+    return {"clients": clients, "requests": requests, "errors": len(errors), "first_error": errors[0] if errors else "",
+            "p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1,
+                                                                        math.ceil(0.95 * len(ordered)) - 1)],
+            "throughput": len(latencies) / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20, help="requests per measurement (8 clients: twice)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per worker and in-process")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-batch-delay-ms", type=int, default=10)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--stage1", type=Path, help="a trained stage-1 best.pt instead of random tiny weights")
+    parser.add_argument("--stage2", type=Path)
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+
+    from components.infer import Segmenter
+    from components.serve.client import Client
+    from components.serve.package import package
+    from components.serve.server import ServerSettings, start, stop
+
+    torch.set_num_threads(args.threads)
+    clip = make_clip(size=args.size)
+    with tempfile.TemporaryDirectory(prefix="avs-serve-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        stage1, stage2 = (args.stage1, args.stage2) if args.stage1 else tiny_checkpoints(tmp, args.size)
+        settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
+                    "workers": args.workers, "threads": args.threads, "warmup_size": args.size, "max_payload_mb": 50}
+        package(stage1, stage2, tmp / "store", None, settings, {"mask_source": "regions", "maskige_size": 224})
+        ports = free_ports(3)
+        server = ServerSettings(run_dir=tmp / "run", model_store=tmp / "store", inference_port=ports[0],
+                                management_port=ports[1], metrics_port=ports[2], token_auth=True, threads=args.threads)
+        segmenter = Segmenter(stage1, stage2, maskige_size=224)
+        segmenter.warmup(5, (args.size, args.size))
+        info = segmenter.info()
+
+        def in_process() -> None:
+            media = decode_video(clip, max_seconds=20)
+            segmenter.predict_batch([(media.frames, media.waveform, media.sample_rate)])
+
+        print(f"clip: 5 s, {args.size}x{args.size}, {len(clip) / 1e3:.0f} kB mp4; model: tiny x 2 stages at input "
+              f"{args.size}; {info['device']}, deformable attention {info['deform_attn']}, {args.threads} thread(s) "
+              f"per worker, {args.workers} worker(s), batch {args.batch_size} / {args.max_batch_delay_ms} ms",
+              flush=True)
+        rows = {("in-process", 1): measure(in_process, 1, args.requests),
+                ("in-process", 8): measure(in_process, 8, 2 * args.requests)}
+        state = start(server, timeout=600)
+        try:
+            client = Client(state["inference_url"], key_file=state["key_file"])
+            client.predict_video(clip)  # first request after load
+            rows[("TorchServe", 1)] = measure(lambda: client.predict_video(clip), 1, args.requests)
+            rows[("TorchServe", 8)] = measure(lambda: client.predict_video(clip), 8, 2 * args.requests)
+        finally:
+            stop(server.run_dir)
+    print(f"{'path':12s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'clips/s':>8s}")
+    for (path, clients), r in rows.items():
+        print(f"{path:12s} {clients:7d} {r['requests']:8d} {r['errors']:6d} {r['p50_ms']:8.0f} {r['p95_ms']:8.0f} "
+              f"{r['throughput']:8.2f}")
+    for clients in (1, 8):
+        ratio = rows[("TorchServe", clients)]["p50_ms"] / rows[("in-process", clients)]["p50_ms"]
+        print(f"p50 TorchServe / in-process, {clients} client(s): {ratio:.2f}x")
+    errors = [r["first_error"] for r in rows.values() if r["errors"]]
+    if errors:
+        print("errors:", *errors, sep="\n  ")
+    if args.out:
+        args.out.write_text(json.dumps({f"{p}/{c}": r for (p, c), r in rows.items()}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
