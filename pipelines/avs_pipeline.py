@@ -4,7 +4,7 @@ fetch-data -> validate-data -> compute-features -> train-stage1 -> predict-masks
 evaluate -> gate, then, only when the gate returns "pass": the steps in `guarded_steps` (package, deploy,
 promote). Pipeline parameters mirror params.yaml: one dict per section (`data`, `synth`, `validate`,
 `features`, `train`, `gate`) whose defaults are the file's values when the pipeline is compiled, plus the
-run-level `source`, `repo_url`, `repo_rev` and `champion_metrics`.
+run-level `source`, `repo_url`, `repo_rev`, `champion_metrics` and `dry_run_deploy`.
 
 Cluster settings that are not run parameters (image, GPU scheduling, the Secret with the S3 credentials)
 come from `ClusterConfig` at compile time. (No `from __future__ import annotations`: KFP reads the pipeline
@@ -26,7 +26,7 @@ from pipelines import tasks
 PIPELINE_NAME = "avs-pipeline"
 COMPILED = Path(__file__).resolve().parent / "avs_pipeline.yaml"
 _DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})\]$")
-SECTIONS = ("data", "synth", "validate", "features", "train", "gate", "package")
+SECTIONS = ("data", "synth", "validate", "features", "train", "gate", "package", "deploy")
 # Secret keys -> environment variables of the steps that read the DVC S3 remote (or the champion's metrics).
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
                   "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
@@ -78,15 +78,16 @@ def build_pipeline(params: dict[str, Any], cluster: ClusterConfig | None = None)
     train1_op, masks_op, train2_op = (_component(f, cluster) for f in
                                       (tasks.train_stage1, tasks.predict_masks, tasks.train_stage2))
     evaluate_op, gate_op = _component(tasks.evaluate, cluster), _component(tasks.gate, cluster)
-    package_op, promote_op = _component(tasks.package, cluster), _component(tasks.promote, cluster)
+    package_op, deploy_op, promote_op = (_component(f, cluster) for f in (tasks.package, tasks.deploy, tasks.promote))
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Audio-visual segmentation: DVC data -> validation -> "
                   "features -> two-stage training -> evaluation -> gate -> (on pass) package, deploy, promote")
     def avs_pipeline(source: str = "dvc", repo_url: str = "", repo_rev: str = "main", champion_metrics: str = "",
+                     dry_run_deploy: bool = False,
                      data: dict = defaults["data"], synth: dict = defaults["synth"],
                      validate: dict = defaults["validate"], features: dict = defaults["features"],
                      train: dict = defaults["train"], gate: dict = defaults["gate"],
-                     package: dict = defaults["package"]) -> dsl.Artifact:
+                     package: dict = defaults["package"], deploy: dict = defaults["deploy"]) -> dsl.Artifact:
         fetched = _with_s3(_on_cpu(fetch_op(source=source, repo_url=repo_url, repo_rev=repo_rev, data=data,
                                             synth=synth), cluster), cluster).set_display_name("fetch data")
         dataset = fetched.outputs["dataset"]
@@ -113,10 +114,14 @@ def build_pipeline(params: dict[str, Any], cluster: ClusterConfig | None = None)
                                           decision=decided.outputs["decision"], package=package, features=features),
                                cluster)
             packaged.set_display_name("package").set_caching_options(False)
+            deployed = deploy_op(archive=packaged.outputs["archive"], decision=decided.outputs["decision"],
+                                 deploy=deploy, package=package, dry_run=dry_run_deploy)
+            _with_s3(_on_cpu(deployed, cluster), cluster)  # the archive goes to S3 before the rollout
+            deployed.set_display_name("deploy").set_caching_options(False)
             promoted = _with_s3(_on_cpu(promote_op(evaluation=evaluated.outputs["evaluation"],
                                                    champion_metrics=champion_metrics), cluster), cluster)
             promoted.set_display_name("promote champion").set_caching_options(False)
-            promoted.after(packaged)
+            promoted.after(deployed)  # the champion is the model that is being served
         return decided.outputs["decision"]
 
     return avs_pipeline

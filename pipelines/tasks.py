@@ -98,6 +98,17 @@ def package(stage1: Input[Model], stage2: Input[Model], decision: Input[Artifact
     archive.metadata.update(package_step(stage1.path, stage2.path, decision.path, archive.path, package, features))
 
 
+def deploy(archive: Input[Model], decision: Input[Artifact], deploy: dict, package: dict, dry_run: bool,
+           rollout: Output[Artifact]):
+    """TorchServe on the GPU nodes (`avs deploy`): upload the archive, server-side apply, wait for the
+    rollout. With `dry_run` (local runs) the validated objects are written instead of applied."""
+    from components.pipeline.steps import deploy_step
+
+    summary = deploy_step(archive.path, decision.path, deploy, package, rollout.path, dry_run)
+    rollout.metadata.update({"namespace": summary["settings"]["namespace"], "dry_run": dry_run,
+                             "objects": summary["objects"]})
+
+
 def promote(evaluation: Input[Metrics], champion_metrics: str) -> bool:
     """After a deploy: the served model's metrics become the champion's that the next gate compares to."""
     from components.pipeline.steps import promote_step

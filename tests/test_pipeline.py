@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPILED = REPO / "pipelines" / "avs_pipeline.yaml"
 MAIN_TASKS = ["compute-features", "evaluate", "fetch-data", "gate", "predict-masks", "train-stage1", "train-stage2",
               "validate-data"]
-GUARDED_TASKS = ["package", "promote"]
+GUARDED_TASKS = ["deploy", "package", "promote"]
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +60,13 @@ def test_compile_check_fails_when_the_yaml_is_stale(tmp_path: Path, capsys: pyte
 
 def test_parameters_mirror_params_yaml(compiled: dict[str, Any], params: dict[str, Any]) -> None:
     inputs = compiled["spec"]["root"]["inputDefinitions"]["parameters"]
-    for section in ("data", "synth", "validate", "features", "train", "gate", "package"):
+    for section in ("data", "synth", "validate", "features", "train", "gate", "package", "deploy"):
         assert inputs[section]["parameterType"] == "STRUCT"
         assert inputs[section]["defaultValue"] == params[section], section
     assert inputs["source"]["defaultValue"] == "dvc"
-    assert set(inputs) == {"data", "synth", "validate", "features", "train", "gate", "package", "source",
-                           "repo_url", "repo_rev", "champion_metrics"}
+    assert inputs["dry_run_deploy"]["defaultValue"] is False
+    assert set(inputs) == {"data", "synth", "validate", "features", "train", "gate", "package", "deploy", "source",
+                           "repo_url", "repo_rev", "champion_metrics", "dry_run_deploy"}
 
 
 def test_gpu_steps_secret_and_typed_artifacts(compiled: dict[str, Any]) -> None:
@@ -77,7 +78,7 @@ def test_gpu_steps_secret_and_typed_artifacts(compiled: dict[str, Any]) -> None:
         platform = compiled["platform"][name]
         assert platform["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert platform["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
-    for name in ("exec-fetch-data", "exec-gate", "exec-promote"):
+    for name in ("exec-fetch-data", "exec-gate", "exec-deploy", "exec-promote"):
         secret = compiled["platform"][name]["secretAsEnv"][0]
         assert secret["secretName"] == "avs-dvc-s3"
         assert {k["envVar"] for k in secret["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -94,6 +95,7 @@ def test_gpu_steps_secret_and_typed_artifacts(compiled: dict[str, Any]) -> None:
     assert outputs["comp-evaluate"] == {"details": "system.Artifact", "evaluation": "system.Metrics",
                                         "report": "system.Markdown"}
     assert outputs["comp-package"] == {"archive": "system.Model"}
+    assert outputs["comp-deploy"] == {"rollout": "system.Artifact"}
 
 
 def test_deploy_steps_are_guarded_by_the_gate(compiled: dict[str, Any]) -> None:
@@ -223,6 +225,7 @@ def test_fetch_data_gets_a_git_revision_from_the_s3_remote(tmp_path: Path, tiny_
         proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, f"{args}: {proc.stdout}{proc.stderr}"
 
+    (repo / "params.yaml").write_text("train:\n  lr: 0.001\n")
     run("git", "init", "-q")
     run("dvc", "init", "-q")
     run("dvc", "remote", "add", "-d", "storage", "s3://avs-data/avsbench")  # no endpoint in the repository
@@ -239,14 +242,21 @@ def test_fetch_data_gets_a_git_revision_from_the_s3_remote(tmp_path: Path, tiny_
     files = sorted(p.relative_to(tiny_data) for p in tiny_data.rglob("*") if p.is_file())
     assert files and sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
     assert all((out / f).read_bytes() == (tiny_data / f).read_bytes() for f in files)
+    # a git-tracked file (the PyTorchJob fetches params.yaml this way), replacing an older copy
+    (tmp_path / "params.yaml").write_text("old")
+    assert main(["pipeline", "fetch-data", "--out", str(tmp_path / "params.yaml"), "--repo-url", str(repo),
+                 "--repo-rev", rev, "--path", "params.yaml"]) == 0
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == {"train": {"lr": 0.001}}
     assert main(["pipeline", "fetch-data", "--out", str(tmp_path / "nope"), "--repo-url", str(repo),
                  "--path", "data/missing"]) == 2
-    assert not (tmp_path / "nope").exists()
+    assert not (tmp_path / "nope").exists() and [p.name for p in tmp_path.glob(".nope*")] == []
 
 
 # --- the whole pipeline under kfp.local --------------------------------------------------------------------
 
-FAST = ["--set", "train.model={decoder_layers: 1}"]
+# smaller still than run-local's defaults: one val and one test clip per part, one decoder layer
+FAST = ["--set", "synth.clips={s4: [2, 1, 1], ms3: [2, 1, 1], v1s: [2, 1, 1], v1m: [1, 1, 1], v2: [1, 1, 1]}",
+        "--set", "train.model={decoder_layers: 1}"]
 
 
 def _run_local(workdir: Path, champion: Path, minimum: float) -> dict[str, Any]:
@@ -282,12 +292,17 @@ def test_run_local_gate_fail_skips_then_pass_runs_the_guarded_steps(tmp_path: Pa
     assert json.loads((run / "gate" / "decision").read_text())["passed"] is False
 
     # 2. the same run with a reachable minimum: only the gate reruns (the rest comes from the cache) and
-    #    the guarded steps run: the archive is built and the metrics become the champion's
+    #    the guarded steps run: the archive is built, the TorchServe objects rendered (no cluster here),
+    #    and the metrics become the champion's
     passed = _run_local(workdir, champion, 0.0)
     assert passed["gate"]["passed"] is True and passed["skipped"] == []
-    assert passed["executed"] == ["gate", *GUARDED_TASKS]
+    assert passed["executed"] == sorted(["gate", *GUARDED_TASKS])
     assert passed["cached"] == [t for t in MAIN_TASKS if t != "gate"]
     run = Path(passed["run_dir"])
     record = json.loads((run / "package" / "archive" / "package.json").read_text())
     assert record["packaged"] is True and (run / "package" / "archive" / record["mar"]).stat().st_size > 0
+    objects = list(yaml.safe_load_all((run / "deploy" / "rollout" / "objects.yaml").read_text()))
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["metadata"]["name"] == "avs-serving"
+    assert json.loads((run / "deploy" / "rollout" / "summary.json").read_text())["dry_run"] is True
     assert json.loads(champion.read_text()) == evaluation

@@ -80,11 +80,14 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch_data(args: argparse.Namespace) -> int:
-    from components.pipeline.data import fetch_dataset
+    from components.pipeline.data import dvc_get, fetch_dataset, s3_remote_config
     from components.pipeline.params import load_params
 
-    synth = load_params(args.params).get("synth", {}) if args.source == "synth" else None
-    info = fetch_dataset(args.out, args.source, repo=args.repo_url, rev=args.repo_rev, path=args.path, synth=synth)
+    if args.source == "dvc":  # a folder or a single file (e.g. params.yaml)
+        dvc_get(args.repo_url, args.path, args.out, rev=args.repo_rev or None, remote_config=s3_remote_config())
+        print(f"fetch-data: {args.path} of {args.repo_url}{'@' + args.repo_rev if args.repo_rev else ''} -> {args.out}")
+        return 0
+    info = fetch_dataset(args.out, "synth", synth=load_params(args.params).get("synth", {}))
     print(f"fetch-data: {json.dumps(info)} -> {args.out}")
     return 0
 
@@ -147,12 +150,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _cluster_options(p)
     p.set_defaults(func=_cmd_submit)
 
-    p = steps.add_parser("fetch-data", help="get the dataset from the DVC remote (or generate it) into a folder")
-    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p = steps.add_parser("fetch-data", help="get a DVC-tracked folder or a git-tracked file of a repository "
+                         "revision (bytes from the DVC S3 remote), or generate the synthetic data")
+    p.add_argument("--out", type=Path, required=True, help="folder (or file) to create or replace")
     p.add_argument("--source", choices=["dvc", "synth"], default="dvc")
     p.add_argument("--repo-url", default="", help="git repository (URL or path) with the DVC files")
     p.add_argument("--repo-rev", default="", help="git revision (default: the default branch)")
-    p.add_argument("--path", default="data/synthetic", help="DVC-tracked folder inside the repository")
+    p.add_argument("--path", default="data/synthetic", help="path inside the repository (default data/synthetic)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="synth section for --source synth")
     p.set_defaults(func=_cmd_fetch_data)
 

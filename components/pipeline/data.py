@@ -9,10 +9,12 @@ Kubernetes Secret. `AWS_ENDPOINT_URL`, when set, points the remote at an S3-comp
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.common import StepError, atomic_dir
+from components.common import StepError
 
 SOURCES = ("dvc", "synth")
 
@@ -26,11 +28,12 @@ def s3_remote_config(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 def dvc_get(repo: str, path: str, out: Path, rev: str | None = None,
             remote_config: dict[str, str] | None = None) -> Path:
-    """Download the DVC-tracked `path` of git repository `repo` at `rev` into `out` (one rename at the end).
+    """Download `path` (a DVC-tracked folder or file, or a git-tracked file such as params.yaml) of git
+    repository `repo` at `rev` to `out`, replacing it in one rename at the end.
 
-    `repo` is anything `dvc get` accepts (an https/ssh git URL or a local repository path); the data comes
-    from the repository's default DVC remote, whose settings `remote_config` may extend (e.g. an
-    endpoint URL). Returns `out`. Raises StepError naming the repository, revision and path when the
+    `repo` is anything `dvc get` accepts (an https/ssh git URL or a local repository path); DVC-tracked
+    data comes from the repository's default DVC remote, whose settings `remote_config` may extend (e.g.
+    an endpoint URL). Returns `out`. Raises StepError naming the repository, revision and path when the
     repository cannot be read, the path is not tracked, or the remote refuses the download.
     """
     from dvc.exceptions import DvcException
@@ -40,19 +43,19 @@ def dvc_get(repo: str, path: str, out: Path, rev: str | None = None,
     if not repo or not path:
         raise StepError("fetch-data: a repository URL and a path inside it are required for the dvc source")
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     where = f"{path} of {repo}" + (f" at {rev}" if rev else "")
-    with atomic_dir(out, overwrite=True) as tmp:
-        pulled = tmp / "pulled"
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.partial-", dir=out.parent) as tmp:
+        pulled = Path(tmp) / "pulled"
         try:
             get(repo, path, out=str(pulled), rev=rev or None, remote_config=remote_config or None)
         except (DvcException, SCMError, OSError) as exc:
             raise StepError(f"fetch-data: cannot get {where}: {exc}") from exc
-        if pulled.is_dir():
-            for child in pulled.iterdir():
-                child.rename(tmp / child.name)
-            pulled.rmdir()
-        else:
-            raise StepError(f"fetch-data: {where} is a file; the dataset must be a folder")
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(pulled, out)
     return out
 
 
@@ -86,6 +89,8 @@ def fetch_dataset(out: Path, source: str, *, repo: str = "", rev: str = "", path
     """
     if source == "dvc":
         dvc_get(repo, path, Path(out), rev=rev or None, remote_config=s3_remote_config())
+        if not Path(out).is_dir():
+            raise StepError(f"fetch-data: {path} of {repo} is a file; the dataset must be a folder")
         return {"source": "dvc", "repo": repo, "rev": rev, "path": path}
     if source == "synth":
         counts = synthesize(Path(out), synth or {})

@@ -73,7 +73,7 @@ def run_arguments(params: dict[str, Any], source: str, repo_url: str, repo_rev: 
     if source == "dvc" and not repo_url:
         raise StepError("pipeline submit: --repo-url is required with --source dvc (no git remote 'origin' here)")
     return {"source": source, "repo_url": repo_url, "repo_rev": repo_rev, "champion_metrics": champion_metrics,
-            **sections}
+            "dry_run_deploy": False, **sections}
 
 
 def submit(params: dict[str, Any], host: str, *, experiment: str, run_name: str, source: str, repo_url: str,

@@ -87,7 +87,9 @@ def run_local(params: dict[str, Any], workdir: Path, champion_metrics: str = "",
         warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
-            result = pipeline(source=source, champion_metrics=champion_metrics, **{s: params[s] for s in SECTIONS})
+            # no cluster here: the deploy step writes the validated TorchServe objects instead of applying them
+            result = pipeline(source=source, champion_metrics=champion_metrics, dry_run_deploy=True,
+                              **{s: params[s] for s in SECTIONS})
             decision = json.loads(Path(result.output.path).read_text())
         except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             error = _plain(str(exc))

@@ -202,6 +202,40 @@ def package_step(stage1: Path, stage2: Path, decision_json: Path, out: Path, pac
     return {k: record[k] for k in ("model_name", "model_version", "mar", "bytes", "sha256")}
 
 
+def deploy_step(archive: Path, decision_json: Path, deploy: dict[str, Any], package: dict[str, Any], out: Path,
+                dry_run: bool = False) -> dict[str, Any]:
+    """`avs deploy` of the archive folder `archive` (from package_step) with the `deploy` and `package`
+    sections of params.yaml; the gate decision is checked again.
+
+    On the cluster (dry_run False) the archive is uploaded to `deploy.model_uri` (s3://...), the TorchServe
+    objects are applied server-side with the pod's service account and the rollout is awaited. With
+    `dry_run` (kfp.local) the validated objects are written to out/objects.yaml instead. Either way
+    out/summary.json records what happened; the summary is returned.
+    """
+    from components.deploy.run import run_deploy, settings_from_params
+
+    deploy = from_struct(dict(deploy))
+    timeout = float(deploy.pop("timeout_s", 1200))
+    settings = settings_from_params(deploy, from_struct(dict(package)))
+    try:
+        record = json.loads((Path(archive) / "package.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise StepError(f"deploy: {archive} holds no package.json ({exc})") from exc
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        summary = run_deploy(settings, gate=Path(decision_json), render_to=str(out / "objects.yaml"))
+    else:
+        if not settings.model_uri:
+            raise StepError("deploy: set deploy.model_uri to s3://bucket/key.mar: the pipeline uploads the archive "
+                            "there and the serving pods download it")
+        summary = run_deploy(settings, gate=Path(decision_json), upload=Path(archive) / record["mar"],
+                             timeout=timeout)
+    summary["dry_run"] = dry_run
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
 def promote_step(metrics_json: Path, champion_uri: str) -> bool:
     """Record the deployed challenger's metrics as the new champion at `champion_uri` (nothing to do when
     it is empty). Returns whether anything was written."""
