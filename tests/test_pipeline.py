@@ -175,6 +175,41 @@ def test_cluster_settings_are_checked(tmp_path: Path) -> None:
     assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0"]) == 2
 
 
+def test_gate_champion_promote_and_refusals(tmp_path: Path, tiny_copy: Path) -> None:
+    from components.pipeline.steps import deploy_step, gate_step, promote_step, validate_step
+
+    metrics = {"s4": {"test": {"miou": 0.60}}}
+    challenger = tmp_path / "evaluation.json"
+    challenger.write_text(json.dumps(metrics))
+    gate = {"minimums": {"s4.test.miou": 0.5}, "margin": 0.02}
+    champion = tmp_path / "store" / "champion.json"
+    # no champion yet: the minimums decide; dict parameters arrive with float numbers (protobuf Struct)
+    assert gate_step(challenger, gate, str(champion), tmp_path / "d1.json")["passed"] is True
+    assert promote_step(challenger, str(champion)) and json.loads(champion.read_text()) == metrics
+    assert promote_step(challenger, "") is False
+    champion.write_text(json.dumps({"s4": {"test": {"miou": 0.70}}}))  # a better model is being served
+    decision = gate_step(challenger, gate, str(champion), tmp_path / "d2.json")
+    assert decision["passed"] is False and "champion" in decision["reasons"][0]
+    assert json.loads((tmp_path / "d2.json").read_text()) == json.loads(json.dumps(decision))
+    champion.write_text("not json")
+    with pytest.raises(StepError, match="not JSON"):
+        gate_step(challenger, gate, str(champion), tmp_path / "d3.json")
+    with pytest.raises(StepError, match="unknown parameter"):
+        gate_step(challenger, {**gate, "minimum": 1}, "", tmp_path / "d4.json")
+    # the cluster deploy needs somewhere to put the archive; it refuses before touching any cluster
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "package.json").write_text(json.dumps({"packaged": True, "mar": "avs.mar"}))
+    with pytest.raises(StepError, match="model_uri"):
+        deploy_step(archive, tmp_path / "d1.json", {"namespace": "avs-serving", "model_uri": ""}, {}, tmp_path / "out")
+    # validation failures stop the pipeline with the failing clips named
+    wav = next(tiny_copy.rglob("*.wav"))
+    wav.write_bytes(b"RIFF")
+    with pytest.raises(StepError, match="validate: FAILED") as failure:
+        validate_step(tiny_copy, tmp_path / "report", tmp_path / "docs.html", {"sample_rate": 16000.0})
+    assert wav.stem in str(failure.value) and (tmp_path / "docs.html").is_file()
+
+
 # --- data from the DVC S3 remote ---------------------------------------------------------------------------
 
 
