@@ -79,21 +79,25 @@ def free_ports(n: int) -> list[int]:
 
 
 def measure(call: Callable[[], object], clients: int, requests: int) -> dict[str, float]:
-    """Run `requests` calls from `clients` threads; latency percentiles (ms), throughput, errors."""
+    """Run `requests` calls from `clients` threads; latency percentiles (ms), throughput, errors, and the
+    median time the handler itself reported (served answers only)."""
     latencies: list[float] = []
+    handler: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
     def one(_: int) -> None:
         start = time.perf_counter()
         try:
-            call()
+            answer = call()
         except Exception as exc:  # counted and reported, never hidden
             with lock:
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
             return
         with lock:
             latencies.append((time.perf_counter() - start) * 1000)
+            if isinstance(answer, dict):
+                handler.append(answer["timings_ms"]["handler"])
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
@@ -103,7 +107,7 @@ def measure(call: Callable[[], object], clients: int, requests: int) -> dict[str
     return {"clients": clients, "requests": requests, "errors": len(errors), "first_error": errors[0] if errors else "",
             "p50_ms": statistics.median(ordered), "p95_ms": ordered[min(len(ordered) - 1,
                                                                         math.ceil(0.95 * len(ordered)) - 1)],
-            "throughput": len(latencies) / wall}
+            "throughput": len(latencies) / wall, "handler_p50_ms": statistics.median(handler) if handler else None}
 
 
 def main() -> None:
@@ -139,9 +143,9 @@ def main() -> None:
         segmenter.warmup(5, (args.size, args.size))
         info = segmenter.info()
 
-        def in_process() -> None:
+        def in_process() -> list:
             media = decode_video(clip, max_seconds=20)
-            segmenter.predict_batch([(media.frames, media.waveform, media.sample_rate)])
+            return segmenter.predict_batch([(media.frames, media.waveform, media.sample_rate)])
 
         print(f"clip: 5 s, {args.size}x{args.size}, {len(clip) / 1e3:.0f} kB mp4; model: tiny x 2 stages at input "
               f"{args.size}; {info['device']}, deformable attention {info['deform_attn']}, {args.threads} thread(s) "
@@ -157,10 +161,12 @@ def main() -> None:
             rows[("TorchServe", 8)] = measure(lambda: client.predict_video(clip), 8, 2 * args.requests)
         finally:
             stop(server.run_dir)
-    print(f"{'path':12s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'clips/s':>8s}")
+    print(f"{'path':12s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'clips/s':>8s} "
+          f"{'handler p50 ms':>15s}")
     for (path, clients), r in rows.items():
+        handler = f"{r['handler_p50_ms']:15.0f}" if r["handler_p50_ms"] is not None else f"{'-':>15s}"
         print(f"{path:12s} {clients:7d} {r['requests']:8d} {r['errors']:6d} {r['p50_ms']:8.0f} {r['p95_ms']:8.0f} "
-              f"{r['throughput']:8.2f}")
+              f"{r['throughput']:8.2f} {handler}")
     for clients in (1, 8):
         ratio = rows[("TorchServe", clients)]["p50_ms"] / rows[("in-process", clients)]["p50_ms"]
         print(f"p50 TorchServe / in-process, {clients} client(s): {ratio:.2f}x")

@@ -97,6 +97,51 @@ def test_decode_images() -> None:
         assert info.value.kind == kind
 
 
+def test_api_parses_each_request_kind_and_encodes_masks() -> None:
+    """The request/answer layer without a server: kinds, options, limits, and lossless mask encodings."""
+    import base64
+    import json
+
+    import numpy as np
+
+    from components.serve.api import ApiError, Limits, parse_request, png_b64, png_decode, rle_decode, rle_encode
+
+    limits = Limits(max_seconds=4, max_payload_mb=1)
+    wav = _wav(2.0)
+    req = parse_request({"body": _video(seconds=2.0)}, {"Content-Type": "video/mp4", "X-Mask-Format": "RLE"}, limits)
+    assert (req.kind, req.mask_format, tuple(req.frames.shape)) == ("video", "rle", (2, 3, 64, 96))
+    assert req.fps == pytest.approx(10) and req.sample_rate == 16000
+    req = parse_request({"frame_1": _pngs(2)[1], "frame_0": _pngs(2)[0], "audio": wav, "mask_format": b"png"},
+                        {"content-type": "multipart/form-data; boundary=x"}, limits)
+    assert req.kind == "multipart" and req.frames.shape[0] == 2 and req.fps is None
+    assert int(req.frames[1, 0, 5, 5]) == 40   # frame_1 is second 1, whatever the field order
+    body = {"frames": [base64.b64encode(p).decode() for p in _pngs(2)], "audio": base64.b64encode(wav).decode()}
+    as_json = {"Content-Type": "application/json"}
+    assert parse_request({"body": body}, as_json, limits).kind == "json"
+    assert parse_request({"body": json.dumps(body).encode()}, as_json, limits).kind == "json"
+    for inputs, headers, status, code in [
+        ({"body": b"x"}, {"Content-Type": "image/png"}, 415, "unsupported_content_type"),
+        ({"body": b"x" * (2 << 20)}, {"Content-Type": "video/mp4"}, 413, "payload_too_large"),
+        ({"body": b""}, {"Content-Type": "video/webm"}, 400, "empty_body"),
+        ({"audio": wav}, {"Content-Type": "multipart/form-data"}, 422, "no_frames"),
+        ({"frame_0": _pngs(1)[0]}, {"Content-Type": "multipart/form-data"}, 400, "missing_field"),
+        ({"body": {"frames": body["frames"] * 3, "audio": body["audio"]}}, {"Content-Type": "application/json"}, 422,
+         "too_long"),
+        ({"body": {"frames": body["frames"]}}, {"Content-Type": "application/json"}, 400, "missing_field"),
+    ]:
+        with pytest.raises(ApiError) as info:
+            parse_request(inputs, headers, limits)
+        assert (info.value.status, info.value.code) == (status, code), code
+        assert info.value.body()["error"]["message"]
+    assert Limits.from_config({"max_seconds": 9}, env={"AVS_SERVE_MAX_PAYLOAD_MB": "2"}) == Limits(9, 2, "png")
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
+        assert (rle_decode(rle_encode(mask)) == mask).all()
+    assert rle_encode(np.array([[1, 0], [1, 1]], bool))["counts"] == [0, 2, 1, 1]   # COCO: column-major
+    labels = rng.integers(0, 71, (6, 9)).astype(np.uint8)
+    assert (png_decode(png_b64(labels, np.zeros((71, 3), np.uint8))) == labels).all()
+
+
 # -- a tiny two-stage model trained here -----------------------------------------------------------------------
 TRAIN_PARAMS = {
     "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
