@@ -1,10 +1,10 @@
 """The AVS pipeline for Kubeflow Pipelines v2: the same steps as `dvc.yaml`, on a GPU cluster.
 
 fetch-data -> validate-data -> compute-features -> train-stage1 -> predict-masks -> train-stage2 ->
-evaluate -> gate, then, only when the gate returns "pass": the steps in `guarded_steps` (package, deploy,
-promote). Pipeline parameters mirror params.yaml: one dict per section (`data`, `synth`, `validate`,
-`features`, `train`, `gate`) whose defaults are the file's values when the pipeline is compiled, plus the
-run-level `source`, `repo_url`, `repo_rev`, `champion_metrics` and `dry_run_deploy`.
+evaluate -> gate, then, only when the gate returns "pass": package -> deploy -> promote. Pipeline
+parameters mirror params.yaml: one dict per section in SECTIONS, whose defaults are the file's values when
+the pipeline is compiled, plus the run-level `source`, `repo_url`, `repo_rev`, `champion_metrics` and
+`dry_run_deploy`.
 
 Cluster settings that are not run parameters (image, GPU scheduling, the Secret with the S3 credentials)
 come from `ClusterConfig` at compile time. (No `from __future__ import annotations`: KFP reads the pipeline
@@ -24,7 +24,6 @@ from components.pipeline.cluster import ClusterConfig
 from pipelines import tasks
 
 PIPELINE_NAME = "avs-pipeline"
-COMPILED = Path(__file__).resolve().parent / "avs_pipeline.yaml"
 _DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})\]$")
 SECTIONS = ("data", "synth", "validate", "features", "train", "gate", "package", "deploy")
 # Secret keys -> environment variables of the steps that read the DVC S3 remote (or the champion's metrics).
