@@ -37,9 +37,11 @@ def _component(func: Callable, cluster: ClusterConfig):
 
 
 def _on_gpu(task: dsl.PipelineTask, cluster: ClusterConfig) -> dsl.PipelineTask:
+    task.set_cpu_request(cluster.gpu_cpu).set_memory_request(cluster.gpu_memory).set_memory_limit(cluster.gpu_memory)
+    if cluster.gpus == 0:  # a cluster without GPUs (e.g. kind): the training steps run on CPU nodes
+        return task
     key, value = cluster.gpu_node_label.split("=", 1)
     task.set_accelerator_type(cluster.gpu_resource).set_accelerator_limit(cluster.gpus)
-    task.set_cpu_request(cluster.gpu_cpu).set_memory_request(cluster.gpu_memory).set_memory_limit(cluster.gpu_memory)
     kubernetes.add_node_selector(task, label_key=key, label_value=value)
     kubernetes.add_toleration(task, key=cluster.gpu_taint, operator="Exists", effect="NoSchedule")
     return task

@@ -172,7 +172,12 @@ def test_cluster_settings_are_checked(tmp_path: Path) -> None:
     text = out.read_text()
     assert "registry.example/avs-gpu:1.2" in text and "pool: a100" in text and "resourceCount: '2'" in text
     assert main(["pipeline", "compile", "--out", str(out), "--gpu-node-label", "nolabel"]) == 2
-    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0"]) == 2
+    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "-1"]) == 2
+    assert main(["pipeline", "compile", "--out", str(out), "--gpus", "0"]) == 0  # a cluster without GPUs
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert all("accelerator" not in e["container"].get("resources", {})
+               for e in docs[0]["deploymentSpec"]["executors"].values())
+    assert "exec-train-stage1" not in docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def test_gate_champion_promote_and_refusals(tmp_path: Path, tiny_copy: Path) -> None:

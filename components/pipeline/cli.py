@@ -99,7 +99,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (compile time)")
     g.add_argument("--image", help=f"project image every step runs in (default {d.image})")
     g.add_argument("--gpu-resource", help=f"extended resource of a GPU (default {d.gpu_resource})")
-    g.add_argument("--gpus", type=int, help=f"GPUs per training step (default {d.gpus})")
+    g.add_argument("--gpus", type=int, help=f"GPUs per training step, 0 for a cluster without GPUs (default {d.gpus})")
     g.add_argument("--gpu-node-label", help=f"KEY=VALUE node selector of GPU nodes (default {d.gpu_node_label})")
     g.add_argument("--gpu-taint", help=f"taint key of GPU nodes, tolerated (default {d.gpu_taint})")
     g.add_argument("--s3-secret", help=f"Secret with the S3 credentials (default {d.s3_secret})")
