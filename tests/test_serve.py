@@ -272,17 +272,24 @@ def _free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def server(archive: dict, models: dict):
     """A real TorchServe on loopback (random free ports, token auth on) started with `avs serve start`."""
+    import os
+
     from components.cli import main
     from components.serve.server import status
 
     run_dir = models["root"] / "run"
     inference, management, metrics = _free_ports(3)
-    code = main(["serve", "start", "--run-dir", str(run_dir), "--model-store", str(archive["dir"]), "--params",
-                 str(models["params"]), "--inference-port", str(inference), "--management-port", str(management),
-                 "--metrics-port", str(metrics), "--token-auth", "--timeout", "240"])
+    os.environ["AVS_SERVE_DRIFT_LOG"] = str(models["root"] / "drift.jsonl")   # the server inherits it
+    try:
+        code = main(["serve", "start", "--run-dir", str(run_dir), "--model-store", str(archive["dir"]), "--params",
+                     str(models["params"]), "--inference-port", str(inference), "--management-port",
+                     str(management), "--metrics-port", str(metrics), "--token-auth", "--timeout", "240"])
+    finally:
+        del os.environ["AVS_SERVE_DRIFT_LOG"]
     try:
         assert code == 0, (run_dir / "logs" / "model_log.log").read_text()[-3000:]
-        yield {"run_dir": run_dir, "ports": (inference, management, metrics), "state": status(run_dir)}
+        yield {"run_dir": run_dir, "ports": (inference, management, metrics), "state": status(run_dir),
+               "drift_log": models["root"] / "drift.jsonl"}
     finally:
         main(["serve", "stop", "--run-dir", str(run_dir)])
 
@@ -420,6 +427,12 @@ def test_good_requests_of_all_three_kinds_match_in_process_inference(server: dic
     for th in threads:
         th.join()
     assert len(results) == 4 and max(r["timings_ms"]["batch"] for r in results) >= 2
+    # every answered clip's drift descriptors went to the drift log (AVS_SERVE_DRIFT_LOG), none of the refused
+    import json
+
+    records = [json.loads(line) for line in server["drift_log"].read_text().splitlines()]
+    assert len(records) == 7 and all(r["source"] == "endpoint" for r in records)
+    assert records[0]["video_fps"] == pytest.approx(10) and records[0]["pred_sounding_area"] is not None
 
 
 @pytest.mark.slow
