@@ -1,6 +1,7 @@
 """How hard is the synthetic benchmark without audio? Prints the audio-blind baseline per subset.
 
-Usage: python benchmarks/synthetic_baselines.py [--size demo] [--seed 0] [--splits test]
+Usage: python benchmarks/synthetic_baselines.py [--params params.yaml] [--size demo] [--seed 0] [--splits test]
+The data knobs (object sizes, distractors, noise, ...) come from the `synth` section of --params.
 The baseline predicts every visible object as sounding; a perfect audio-visual model scores 1.0.
 """
 
@@ -8,19 +9,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+from components.common import read_params
 from components.synth.baseline import audio_blind_scores
-from components.synth.generate import resolve_config
+from components.synth.generate import SynthConfig, resolve_config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="demo")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--size", help="default: synth.size of --params")
+    parser.add_argument("--seed", type=int, help="default: synth.seed of --params")
     parser.add_argument("--splits", nargs="+", default=["test"])
     args = parser.parse_args()
+    synth = read_params(args.params, "synth")
+    args.size = args.size or synth.pop("size")
+    args.seed = synth.pop("seed") if args.seed is None else args.seed
+    knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     start = time.perf_counter()
-    scores = audio_blind_scores(resolve_config(args.size), args.seed, tuple(args.splits))
+    scores = audio_blind_scores(resolve_config(args.size, **knobs), args.seed, tuple(args.splits))
     print(f"audio-blind baseline ('segment every visible object'), size={args.size} seed={args.seed} "
           f"splits={','.join(args.splits)}  ({time.perf_counter() - start:.1f} s)")
     print(f"{'subset':8s} {'baseline':>9s} {'perfect':>8s} {'ratio':>6s}")

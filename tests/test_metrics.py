@@ -42,6 +42,10 @@ def test_avss_scores_known_values() -> None:
     assert s["miou_no_bg"] == pytest.approx(iou3 / 4)
     p3, r3 = 4 / 5, 1.0
     assert s["fscore_no_bg"] == pytest.approx(1.3 * p3 * r3 / (0.3 * p3 + r3) / 4, rel=1e-6)
+    assert s["miou_present"] == pytest.approx((iou3 + iou0) / 2)  # only classes 0 and 3 occur in gt
+    wrong_class = pred.copy()
+    wrong_class[0, 1, 3] = 4               # predicted but absent from gt: not averaged; background drops to 2/4
+    assert avss_scores(wrong_class, gt, num_classes=5)["miou_present"] == pytest.approx((iou3 + 2 / 4) / 2)
     ignored = gt.copy()
     ignored[0, 0, 2] = 255
     assert avss_scores(pred, ignored, num_classes=5)["per_class_iou"][3] == pytest.approx(1.0)

@@ -41,6 +41,7 @@ class SynthConfig:
     min_distractors / max_distractors: silent visible objects per clip.
     max_sources: most sounding objects in a multi-source clip (MS3, v1m, v2; at least 2).
     noise_level: background noise RMS relative to a full-loudness source.
+    min_radius / max_radius: object size range, as a fraction of the frame's short side.
     """
 
     image_size: int
@@ -51,6 +52,8 @@ class SynthConfig:
     max_distractors: int = 3
     max_sources: int = 3
     noise_level: float = 0.1
+    min_radius: float = 0.11
+    max_radius: float = 0.2
 
     def check(self) -> None:
         """Raise StepError naming the first out-of-range knob."""
@@ -62,6 +65,8 @@ class SynthConfig:
             "max_distractors": self.max_distractors > 6,
             "max_sources": not 2 <= self.max_sources <= 5,
             "noise_level": not 0.0 <= self.noise_level <= 10.0,
+            "min_radius": not 0.02 <= self.min_radius <= self.max_radius,
+            "max_radius": self.max_radius > 0.45,
         }
         for name, bad in problems.items():
             if bad:
@@ -140,7 +145,7 @@ def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
                 label = part if part in ("v1s", "v1m", "v2") else ""
                 steps = frames_per_clip("avss" if label else part, label)
                 scene = render_scene(rng, sources, distractors, steps, height, width, cfg.noise_level,
-                                     changing=part == "v2")
+                                     changing=part == "v2", radius=(cfg.min_radius, cfg.max_radius))
                 clip_id = f"{vid}_{int(rng.integers(0, 30))}" if part != "ms3" else vid
                 yield SynthClip(part, split, clip_id, category, scene)
 

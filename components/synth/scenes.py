@@ -100,17 +100,18 @@ def _schedule(rng: np.random.Generator, num_sources: int, num_objects: int, step
 
 
 def render_scene(rng: np.random.Generator, source_classes: list[int], distractor_classes: list[int],
-                 steps: int, height: int, width: int, noise_level: float, changing: bool = False) -> Scene:
+                 steps: int, height: int, width: int, noise_level: float, changing: bool = False,
+                 radius: tuple[float, float] = (0.11, 0.2)) -> Scene:
     """Render a clip with the given sounding and silent classes (AVSS indices 1..70).
 
     steps: number of one-second steps (frames). changing: the set of sounding objects changes from
     second to second (AVSS v2) instead of staying fixed. noise_level: RMS of the background noise
-    relative to a source at full loudness.
+    relative to a source at full loudness. radius: range of object radii as fractions of the short side.
     """
     classes = np.array(list(source_classes) + list(distractor_classes), dtype=np.int64)
     n = len(classes)
     side = min(height, width)
-    radii = rng.uniform(0.11, 0.2, size=n) * side
+    radii = rng.uniform(*radius, size=n) * side
     pos = _trajectories(rng, radii, steps, height, width)
     order = rng.permutation(n)  # drawing order: later objects occlude earlier ones
     tint = rng.uniform(0.85, 1.1, size=n)
