@@ -39,6 +39,7 @@ def test_paper_presets_build_on_meta(preset: str) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
 def test_tiny_forward_backward_every_parameter_learns(variant: str) -> None:
+    torch.manual_seed(0)  # fixed draw: with some random draws a small ReLU path is dead for this one input
     net = create_model("tiny", **VARIANTS[variant])
     with torch.no_grad():  # deformable attention starts query-independent (zero init); wake it so no path hides
         for name, p in net.named_parameters():
