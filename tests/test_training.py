@@ -129,3 +129,19 @@ def test_gate_refuses_a_weak_challenger_and_passes_a_good_one() -> None:
     assert too_low["passed"] is False and "below the minimum" in too_low["reasons"][0]
     good = decide({"s4": {"test": {"miou": 0.69}}, "avss": {"test": {"miou": 0.35}}}, minimums, champion, 0.02)
     assert good["passed"] is True and good["champion"] is True
+
+
+def test_audio_swap_fits_every_clip_length(workspace: dict[str, Path]) -> None:
+    """Ablation A pairs clips of different lengths (5-frame S4/MS3/v1 with 10-frame v2): each clip must
+    get exactly one second of the other clip's audio per frame of its own."""
+    from components.train.data import ClipDataset
+
+    plain = ClipDataset(workspace["data"], workspace["features"], 1, "train", 64)
+    lengths = [c.num_frames for c in plain.clips]
+    short, long = lengths.index(5), lengths.index(10)
+    swapped = ClipDataset(workspace["data"], workspace["features"], 1, "train", 64,
+                          audio_swap=[long if i == short else short if i == long else i for i in range(len(plain))])
+    a_short, a_long = swapped[short].audio, swapped[long].audio
+    assert a_short.shape[0] == 5 and torch.equal(a_short, plain[long].audio[:5])
+    assert a_long.shape[0] == 10 and torch.equal(a_long[:5], plain[short].audio)
+    assert torch.equal(a_long[5:], plain[short].audio[-1:].expand(5, -1, -1, -1))

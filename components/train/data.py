@@ -109,8 +109,8 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.stage == 1:  # class-agnostic: every sounding class is foreground
             labels = torch.where(labels == IGNORE_INDEX, labels, (labels > 0).long())
         audio_from = files if self.audio_swap is None else self.clips[self.audio_swap[index]]
-        audio = self._audio(audio_from)
-        if len(audio) < files.num_frames:  # a swapped clip may be shorter: repeat its last second
+        audio = self._audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
+        if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
             audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
         prior = self._prior(files, labels, has_gt) if self.stage == 2 else None
         return Sample(frames, audio, maskige, labels, has_gt, prior, files.key)
