@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import math
-import socket
 import statistics
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.common import free_ports
 from components.media import decode_video, encode_video
 
 
@@ -66,16 +66,6 @@ def tiny_checkpoints(folder: Path, size: int) -> tuple[Path, Path]:
                     "train_config": {"stage": stage, "preset": "tiny", "input_size": size}}, path)
         paths.append(path)
     return paths[0], paths[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def measure(call: Callable[[], object], clients: int, requests: int) -> dict[str, float]:

@@ -74,3 +74,17 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
     from tqdm import tqdm
 
     yield from tqdm(items, desc=desc, total=total, unit="clip", disable=None, dynamic_ncols=True)
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1 (all held open together while chosen, so none repeats)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

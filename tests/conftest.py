@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from components.common import free_ports
 from components.synth.generate import generate, resolve_config
 
 
@@ -24,3 +31,24 @@ def tiny_copy(tiny_data: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "avsbench"
     shutil.copytree(tiny_data, dst)
     return dst
+
+
+@contextmanager
+def moto_s3_server(env: dict[str, str] | None = None) -> Iterator[str]:
+    """A moto S3 server on a free loopback port; yields its endpoint URL, stops it on exit."""
+    port = free_ports(1)[0]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

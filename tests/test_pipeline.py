@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +22,7 @@ from components.common import StepError
 from components.pipeline.kfp_ops import compiled_diff, run_arguments, submit
 from components.pipeline.params import apply_overrides, load_params
 from components.pipeline.steps import flatten_metrics, from_struct
+from tests.conftest import moto_s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 COMPILED = REPO / "pipelines" / "avs_pipeline.yaml"
@@ -218,31 +217,11 @@ def test_gate_champion_promote_and_refusals(tmp_path: Path, tiny_copy: Path) -> 
 # --- data from the DVC S3 remote ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server() -> Iterator[str]:
     """A moto S3 server on a free loopback port, stopped after the test."""
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with moto_s3_server() as url:
+        yield url
 
 
 @pytest.mark.slow

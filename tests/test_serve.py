@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from components.common import free_ports
 from components.media import MediaError, decode_audio, decode_images, decode_video, encode_video
 
 
@@ -257,18 +258,6 @@ def archive(models: dict) -> dict:
     return {"dir": out, "record": record}
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def server(archive: dict, models: dict):
     """A real TorchServe on loopback (random free ports, token auth on) started with `avs serve start`."""
@@ -278,7 +267,7 @@ def server(archive: dict, models: dict):
     from components.serve.server import status
 
     run_dir = models["root"] / "run"
-    inference, management, metrics = _free_ports(3)
+    inference, management, metrics = free_ports(3)
     os.environ["AVS_SERVE_DRIFT_LOG"] = str(models["root"] / "drift.jsonl")   # the server inherits it
     try:
         code = main(["serve", "start", "--run-dir", str(run_dir), "--model-store", str(archive["dir"]), "--params",
