@@ -6,10 +6,16 @@
   C      trivial averaged-audio queries instead of the NTAVS queries
 
 Every variant trains with the same steps on the same synthetic data (generated here from the `synth`
-section of --params), then is evaluated on test; S4/MS3 come from stage 1, AVSS from stage 2. B changes
-only stage 2, so it reuses the full recipe's stage 1 (same S4/MS3 numbers by construction). AVSS is
+section of --params), then is evaluated on test; S4/MS3 come from stage 1, AVSS from stage 2, which
+starts from its variant's stage-1 weights as in the pipeline. B changes only stage 2 (same start, no
+prior input), so it reuses the full recipe's stage 1 (same S4/MS3 numbers by construction). AVSS is
 reported in the AVSBench form (mean over 71 classes) and over the classes present in the test set.
+
+A variant whose metrics exist under --out is not run again, and an interrupted training resumes, so
+the table can be built in parts: e.g. `--variants full B` and `--variants A C` in two processes of one
+thread each (after one `--prepare`), then a last call with no --variants prints the whole table.
 Usage: python benchmarks/synthetic_table.py [--params params.yaml] [--steps1 N] [--steps2 N] [--out DIR]
+       [--variants full A B C] [--threads N] [--prepare]
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from components.common import read_params
 from components.evaluate.run import evaluate
@@ -44,6 +52,8 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
     cfg1 = dataclasses.replace(base1, **change)
     cfg2 = dataclasses.replace(base2, **change)
     folder = work / name.split(":")[0]
+    if (folder / "metrics.json").is_file():
+        return json.loads((folder / "metrics.json").read_text())
     stage1 = work / "full" / "stage1" if no_prior else folder / "stage1"
     priors = work / "full" / "priors" if no_prior else folder / "priors"
     if no_prior:
@@ -51,7 +61,7 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
     else:
         train(cfg1, data, features, stage1)
         predict_masks(data, features, stage1 / "best.pt", priors)
-    train(cfg2, data, features, folder / "stage2", priors)
+    train(cfg2, data, features, folder / "stage2", priors, init=stage1 / "best.pt")
     return evaluate(data, features, stage1 / "best.pt", folder / "stage2" / "best.pt", priors,
                     folder / "report", folder / "metrics.json")
 
@@ -63,8 +73,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="default: synth.seed of --params")
     parser.add_argument("--steps1", type=int)
     parser.add_argument("--steps2", type=int)
+    parser.add_argument("--val-every", type=int, help="default: train.val_every of --params")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--variants", nargs="+", choices=[v.split(":")[0] for v in VARIANTS],
+                        help="run only these (B needs full's stage 1: run it after full, in the same process)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--prepare", action="store_true", help="only generate the data and features")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="avs-table-"))
     start = time.perf_counter()
     synth = read_params(args.params, "synth")
@@ -72,17 +89,28 @@ def main() -> None:
     args.seed = synth["seed"] if args.seed is None else args.seed
     knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     data, features = work / "data", work / "features"
+    stamp = json.dumps({"size": args.size, "seed": args.seed, **knobs}, sort_keys=True)
+    if (work / "data.json").is_file() and (work / "data.json").read_text() != stamp:
+        raise SystemExit(f"{work} holds runs on other data ({(work / 'data.json').read_text()}): use another --out")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "data.json").write_text(stamp)
     if not data.is_dir():
         generate(data, resolve_config(args.size, **knobs), seed=args.seed)
     if not features.is_dir():
         compute_features(data, features, RegionProposer())
-    base1 = load_train_config(args.params, 1, steps=args.steps1)
-    base2 = load_train_config(args.params, 2, steps=args.steps2)
+    if args.prepare:
+        return
+    base1 = load_train_config(args.params, 1, steps=args.steps1, val_every=args.val_every)
+    base2 = load_train_config(args.params, 2, steps=args.steps2, val_every=args.val_every)
     rows = {}
     for name, change in VARIANTS.items():
+        if args.variants and name.split(":")[0] not in args.variants:
+            continue
         began = time.perf_counter()
         rows[name] = run_variant(name, dict(change), base1, base2, data, features, work)
         print(f"{name}: {(time.perf_counter() - began) / 60:.1f} min", flush=True)
+    if args.variants:
+        return
     (work / "table.json").write_text(json.dumps(rows, indent=2))
     print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} preset={base1.preset} "
           f"({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")

@@ -16,7 +16,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.size, image_size=args.image_size, min_distractors=args.min_distractors,
                          max_distractors=args.max_distractors, max_sources=args.max_sources,
-                         noise_level=args.noise_level, min_radius=args.min_radius, max_radius=args.max_radius)
+                         noise_level=args.noise_level, min_radius=args.min_radius, max_radius=args.max_radius,
+                         s4_categories=args.s4_categories, avss_classes=args.avss_classes)
     counts = generate(args.out, cfg, seed=args.seed, overwrite=args.overwrite)
     print(f"synth: wrote {sum(counts.values())} clips to {args.out} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-level", type=float, help="background noise RMS relative to a source")
     p.add_argument("--min-radius", type=float, help="smallest object radius, as a fraction of the short side")
     p.add_argument("--max-radius", type=float, help="largest object radius, as a fraction of the short side")
+    p.add_argument("--s4-categories", type=int, help="S4/MS3 categories used (2-23)")
+    p.add_argument("--avss-classes", type=int, help="AVSS classes used (2-70)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_synth)
 

@@ -58,8 +58,14 @@ def test_tiny_forward_backward_every_parameter_learns(variant: str) -> None:
     # a tiny SE gate (4 hidden ReLUs) can be dead for one input; anything more would be a broken path
     zero = [n for n, p in trainable if not p.grad.any()]
     assert len(zero) <= 3 and all(".fc." in n for n in zero), zero
+    assert all(p.requires_grad for p in net.parameters())  # tiny: no pretrained audio weights, all of it learns
+
+
+def test_frozen_audio_transformer_takes_no_gradient() -> None:
+    net = create_model("tiny", audio_frozen=True).train()
     frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
-    assert frozen and all(n.startswith("audio.transformer.") for n in frozen)  # the frozen audio transformer
+    assert frozen and all(n.startswith("audio.transformer.") for n in frozen)
+    assert not net.audio.transformer.init_bn.training  # its BatchNorm statistics stay fixed too
 
 
 @pytest.mark.parametrize(("frames", "size"), [(1, (32, 32)), (3, (96, 64)), (7, (64, 128))])
