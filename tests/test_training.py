@@ -145,3 +145,20 @@ def test_audio_swap_fits_every_clip_length(workspace: dict[str, Path]) -> None:
     assert a_short.shape[0] == 5 and torch.equal(a_short, plain[long].audio[:5])
     assert a_long.shape[0] == 10 and torch.equal(a_long[:5], plain[short].audio)
     assert torch.equal(a_long[5:], plain[short].audio[-1:].expand(5, -1, -1, -1))
+
+
+def test_a_checkpoint_is_resumed_only_on_the_same_inputs(workspace: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    features = tmp_path / "features"
+    shutil.copytree(workspace["features"], features)
+    ws = {**workspace, "features": features}
+    out = tmp_path / "run"
+    subprocess.run(_train_cmd(ws, out, extra=("--steps", "2")), env=_env(), check=True, capture_output=True)
+    written = (out / "checkpoint.pt").stat().st_mtime_ns
+    subprocess.run(_train_cmd(ws, out, extra=("--steps", "2")), env=_env(), check=True, capture_output=True)
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == written  # finished, same inputs: nothing to do
+    for feature_file in features.rglob("*.safetensors"):  # the features were regenerated
+        os.utime(feature_file, ns=(written + 10**9, written + 10**9))
+    subprocess.run(_train_cmd(ws, out, extra=("--steps", "2")), env=_env(), check=True, capture_output=True)
+    assert (out / "checkpoint.pt").stat().st_mtime_ns != written  # trained again on the new inputs

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from components.avsbench.classes import NUM_AVSS_CLASSES
 from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
-from components.train.data import ClipDataset, batches, collate
+from components.train.data import ClipDataset, batches, collate, prior_file
 from components.train.optim import param_groups, poly_schedule
 from components.train.predict import run_model, score
 from model import create_model
@@ -49,6 +49,24 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Changes whenever the run would differ; a checkpoint from another config is not resumed."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def inputs_digest(dataset: ClipDataset) -> str:
+    """Identity of what a run trains on: every training clip's key with the size and modification time of
+    its audio, log-mel features, first frame and (stage 2) prior. Regenerated data gives a new digest, so
+    a checkpoint of the old data is not resumed; a crashed run on untouched data is."""
+    from components.avsbench.layout import logmel_file
+
+    h = hashlib.sha256()
+    for files in dataset.clips:
+        paths = [files.audio, logmel_file(dataset.features, files), files.frames[0]]
+        if dataset.priors is not None:
+            paths.append(prior_file(dataset.priors, files))
+        h.update(files.key.encode())
+        for path in map(Path, paths):
+            stat = path.stat() if path.exists() else None
+            h.update(f"|{stat.st_size}:{stat.st_mtime_ns}".encode() if stat else b"|missing")
+    return h.hexdigest()[:16]
 
 
 def _seed_everything(seed: int) -> None:
@@ -92,6 +110,11 @@ def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | 
         train_set.audio_swap = _swap_permutation(len(train_set), cfg.seed)
         val_set.audio_swap = _swap_permutation(len(val_set), cfg.seed)
     return train_set, val_set
+
+
+def net_config(model: torch.nn.Module) -> dict[str, Any]:
+    """The resolved network config of `model` (a preset changes under the same TrainConfig)."""
+    return getattr(model, "module", model).cfg.to_dict()
 
 
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -142,9 +165,12 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     scheduler = poly_schedule(optimizer, cfg.steps, cfg.poly_power)
     state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": []}
     latest = out / "checkpoint.pt"
+    # a checkpoint is resumed only by the same config, the same network and the same training inputs
+    run_id = hashlib.sha256(json.dumps([cfg.fingerprint(), net_config(model), inputs_digest(train_set)],
+                                       sort_keys=True).encode()).hexdigest()[:16]
     if latest.is_file():
         saved = ckpt.load(latest)
-        if saved["fingerprint"] == cfg.fingerprint():
+        if saved["fingerprint"] == run_id:
             getattr(model, "module", model).load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
@@ -154,7 +180,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
 
     def save_checkpoint() -> None:
         if rank == 0:
-            ckpt.save_atomic({"fingerprint": cfg.fingerprint(), "model": net.state_dict(),
+            ckpt.save_atomic({"fingerprint": run_id, "model": net.state_dict(),
                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                               "rng": ckpt.rng_state(), "state": state, "config": asdict(cfg)}, latest)
 
