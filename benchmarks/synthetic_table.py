@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, help="default: train.val_every of --params")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--variants", nargs="+", choices=[v.split(":")[0] for v in VARIANTS],
-                        help="run only these (B needs full's stage 1: run it after full, in the same process)")
+                        help="run only these (B reads full's stage 1 and priors: run it with or after full)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--prepare", action="store_true", help="only generate the data and features")
     args = parser.parse_args()
@@ -90,8 +90,9 @@ def main() -> None:
     knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     data, features = work / "data", work / "features"
     stamp = json.dumps({"size": args.size, "seed": args.seed, **knobs}, sort_keys=True)
-    if (work / "data.json").is_file() and (work / "data.json").read_text() != stamp:
-        raise SystemExit(f"{work} holds runs on other data ({(work / 'data.json').read_text()}): use another --out")
+    made_from = (work / "data.json").read_text() if (work / "data.json").is_file() else None
+    if made_from != stamp and (made_from is not None or data.is_dir()):
+        raise SystemExit(f"{work} holds runs on other data ({made_from or 'not recorded'}): use another --out")
     work.mkdir(parents=True, exist_ok=True)
     (work / "data.json").write_text(stamp)
     if not data.is_dir():

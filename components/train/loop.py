@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from components.avsbench.classes import NUM_AVSS_CLASSES
+from components.avsbench.layout import logmel_file
 from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
 from components.train.data import ClipDataset, batches, collate, prior_file
@@ -46,17 +47,16 @@ class TrainConfig:
     audio_swap: bool = False
     model: dict[str, Any] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
-        """Changes whenever the run would differ; a checkpoint from another config is not resumed."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, *inputs: Any) -> str:
+        """Key of a run: these settings plus `inputs` (JSON-able: the resolved network config, the
+        training inputs' digest). A checkpoint is resumed only under the same key."""
+        return hashlib.sha256(json.dumps([asdict(self), *inputs], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def inputs_digest(dataset: ClipDataset) -> str:
     """Identity of what a run trains on: every training clip's key with the size and modification time of
     its audio, log-mel features, first frame and (stage 2) prior. Regenerated data gives a new digest, so
     a checkpoint of the old data is not resumed; a crashed run on untouched data is."""
-    from components.avsbench.layout import logmel_file
-
     h = hashlib.sha256()
     for files in dataset.clips:
         paths = [files.audio, logmel_file(dataset.features, files), files.frames[0]]
@@ -112,11 +112,6 @@ def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | 
     return train_set, val_set
 
 
-def net_config(model: torch.nn.Module) -> dict[str, Any]:
-    """The resolved network config of `model` (a preset changes under the same TrainConfig)."""
-    return getattr(model, "module", model).cfg.to_dict()
-
-
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
     defaults = {"num_classes": 2 if cfg.stage == 1 else NUM_AVSS_CLASSES, "prior": cfg.stage == 2}
     return create_model(cfg.preset, **(defaults | cfg.model))  # cfg.model may override, e.g. prior: false
@@ -156,27 +151,26 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
         if not Path(init).is_file():
             raise StepError(f"--init {init}: file not found")
         initialise_from(model, init)
-    model = model.to(device)
-    criterion = SetCriterion(model.cfg).to(device)
+    net = model.to(device)  # the bare module; under DDP `model` wraps it
+    criterion = SetCriterion(net.cfg).to(device)
+    model = net
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult))
     scheduler = poly_schedule(optimizer, cfg.steps, cfg.poly_power)
     state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": []}
     latest = out / "checkpoint.pt"
-    # a checkpoint is resumed only by the same config, the same network and the same training inputs
-    run_id = hashlib.sha256(json.dumps([cfg.fingerprint(), net_config(model), inputs_digest(train_set)],
-                                       sort_keys=True).encode()).hexdigest()[:16]
+    # the resolved network config counts too: a preset can change under the same settings
+    run_id = cfg.fingerprint(net.cfg.to_dict(), inputs_digest(train_set))
     if latest.is_file():
         saved = ckpt.load(latest)
         if saved["fingerprint"] == run_id:
-            getattr(model, "module", model).load_state_dict(saved["model"])
+            net.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             ckpt.set_rng_state(saved["rng"])
             state = saved["state"]
-    net = getattr(model, "module", model)
 
     def save_checkpoint() -> None:
         if rank == 0:
