@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,6 +71,35 @@ def test_second_repro_does_nothing(project: Path, env: dict[str, str]) -> None:
     assert {p: p.stat().st_mtime_ns for p in (project / "data" / "synthetic").rglob("*")} == before
     status = _run(["dvc", "status"], project, env)
     assert "up to date" in status
+
+
+def test_each_training_stage_depends_on_its_own_train_keys() -> None:
+    """dvc.yaml lists the train keys one by one (so a stage-2 sweep leaves stage 1 alone): none may be missing."""
+    train = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, other in ((1, "stage2"), (2, "stage1")):
+        listed = {p for p in stages[f"train_stage{stage}"]["params"] if isinstance(p, str) and p.startswith("train")}
+        assert listed == {f"train.{k}" for k in train if k != other}, f"train_stage{stage}"
+
+
+def test_a_queued_parameter_sweep_runs_each_value(project: Path, env: dict[str, str]) -> None:
+    """`dvc exp run --queue -S 'train.stage2.steps=2,3'` then `--run-all`: two experiments, each with its own
+    value and metrics; the workspace is untouched and stage 1 is not retrained for a stage-2 setting."""
+    _run(["git", "add", "-A"], project, env)
+    _run(["git", "commit", "-q", "-m", "reproduced"], project, env)
+    workspace = (project / "params.yaml").read_text()
+    _run(["dvc", "exp", "run", "--queue", "-S", "train.stage2.steps=2,3"], project, env)
+    out = _run(["dvc", "exp", "run", "--run-all", "--jobs", "1"], project, env)
+    assert "Running stage 'train_stage2'" in out and "Running stage 'train_stage1'" not in out
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=project, env=env, capture_output=True, text=True)
+    experiments = json.loads(shown.stdout)[1]["experiments"]
+    assert [e["executor"]["state"] for e in experiments] == ["success", "success"]
+    runs = [e["revs"][0] for e in experiments]
+    steps = {r["data"]["params"]["params.yaml"]["data"]["train"]["stage2"]["steps"]:
+             r["data"]["metrics"]["models/stage2/summary.json"]["data"]["steps"] for r in runs}
+    assert steps == {2: 2, 3: 3}
+    assert (project / "params.yaml").read_text() == workspace
+    assert "Running stage" not in _run(["dvc", "repro"], project, env)
 
 
 def test_features_rerun_only_when_their_inputs_change(project: Path, env: dict[str, str]) -> None:
