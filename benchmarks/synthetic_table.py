@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from components.common import read_params
+from components.common import read_params, write_json_atomic
 from components.evaluate.run import evaluate
 from components.features.proposals import RegionProposer
 from components.features.step import compute_features
@@ -89,12 +89,12 @@ def main() -> None:
     args.seed = synth["seed"] if args.seed is None else args.seed
     knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     data, features = work / "data", work / "features"
-    stamp = json.dumps({"size": args.size, "seed": args.seed, **knobs}, sort_keys=True)
-    made_from = (work / "data.json").read_text() if (work / "data.json").is_file() else None
+    stamp = {"size": args.size, "seed": args.seed, **knobs}
+    made_from = json.loads((work / "data.json").read_text()) if (work / "data.json").is_file() else None
     if made_from != stamp and (made_from is not None or data.is_dir()):
         raise SystemExit(f"{work} holds runs on other data ({made_from or 'not recorded'}): use another --out")
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "data.json").write_text(stamp)
+    if made_from is None:  # written whole (temp file, rename): parts started together never read half of it
+        write_json_atomic(work / "data.json", stamp)
     if not data.is_dir():
         generate(data, resolve_config(args.size, **knobs), seed=args.seed)
     if not features.is_dir():

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 PARAMS = {
     "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 3e-4, "clip_grad": 1.0,
               "checkpoint_every": 3, "val_every": 4, "seed": 3, "model": {"decoder_layers": 3},
+              "flip": True, "max_zoom": 1.5,  # augmented, so the resume test covers its random draws too
               "stage1": {"steps": 12}, "stage2": {"steps": 6}},
     "gate": {"minimums": {"s4.test.miou": 0.0}, "margin": 0.02},
 }

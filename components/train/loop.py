@@ -19,6 +19,7 @@ from components.avsbench.classes import NUM_AVSS_CLASSES
 from components.avsbench.layout import logmel_file
 from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
+from components.train.augment import augment
 from components.train.data import ClipDataset, batches, collate, prior_file
 from components.train.optim import param_groups, poly_schedule
 from components.train.predict import run_model, score
@@ -45,6 +46,8 @@ class TrainConfig:
     val_every: int = 100
     seed: int = 0
     audio_swap: bool = False
+    flip: bool = False        # augmentation: mirror a training clip with probability 1/2
+    max_zoom: float = 1.0     # augmentation: zoom into a random crop by up to this factor (1: off)
     model: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, *inputs: Any) -> str:
@@ -100,6 +103,8 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
     unknown = sorted(set(section) - known)
     if unknown:
         raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
+    if float(section.get("max_zoom", 1.0)) < 1.0:
+        raise StepError(f"{params}: train.max_zoom={section['max_zoom']} must be >= 1 (1: no zoom)")
     return TrainConfig(stage=stage, **section)
 
 
@@ -206,7 +211,12 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             total = 0.0
             for micro in range(cfg.accumulate):
                 index = order[(state["position"] + micro) % len(order)]
-                batch = collate([train_set[i] for i in index])
+                samples = [train_set[i] for i in index]
+                if cfg.flip or cfg.max_zoom > 1:  # drawn from (seed, step, clip): a resumed run redraws the same
+                    samples = [augment(x, torch.Generator().manual_seed(int(np.random.SeedSequence(
+                        [cfg.seed, state["step"], i]).generate_state(1)[0])), cfg.flip, cfg.max_zoom)
+                        for x, i in zip(samples, index, strict=True)]
+                batch = collate(samples)
                 with autocast:
                     preds = run_model(model, batch, device)
                     loss = criterion(preds, batch["labels"].to(device), batch["has_gt"].to(device))["loss"]
