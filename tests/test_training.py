@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,8 +150,6 @@ def test_audio_swap_fits_every_clip_length(workspace: dict[str, Path]) -> None:
 
 
 def test_a_checkpoint_is_resumed_only_on_the_same_inputs(workspace: dict[str, Path], tmp_path: Path) -> None:
-    import shutil
-
     features = tmp_path / "features"
     shutil.copytree(workspace["features"], features)
     ws = {**workspace, "features": features}

@@ -78,6 +78,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _augment_draws(seed: int, step: int, clip: int) -> torch.Generator:
+    """The generator of one clip's augmentation at one step: a function of (seed, step, clip) only, so a
+    resumed run redraws exactly what the interrupted one drew."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, clip]).generate_state(1)[0]))
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -158,7 +164,6 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
         initialise_from(model, init)
     net = model.to(device)  # the bare module; under DDP `model` wraps it
     criterion = SetCriterion(net.cfg).to(device)
-    model = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
@@ -212,10 +217,9 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             for micro in range(cfg.accumulate):
                 index = order[(state["position"] + micro) % len(order)]
                 samples = [train_set[i] for i in index]
-                if cfg.flip or cfg.max_zoom > 1:  # drawn from (seed, step, clip): a resumed run redraws the same
-                    samples = [augment(x, torch.Generator().manual_seed(int(np.random.SeedSequence(
-                        [cfg.seed, state["step"], i]).generate_state(1)[0])), cfg.flip, cfg.max_zoom)
-                        for x, i in zip(samples, index, strict=True)]
+                if cfg.flip or cfg.max_zoom > 1:
+                    samples = [augment(x, _augment_draws(cfg.seed, state["step"], i), cfg.flip, cfg.max_zoom)
+                               for x, i in zip(samples, index, strict=True)]
                 batch = collate(samples)
                 with autocast:
                     preds = run_model(model, batch, device)
