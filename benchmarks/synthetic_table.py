@@ -49,6 +49,8 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                 work: Path) -> dict:
     """Train and evaluate one variant; returns its test metrics."""
     no_prior = change.pop("no_prior", False)
+    if "model" in change:  # on top of the recipe's own model overrides, not instead of them
+        change["model"] = {**base1.model, **change["model"]}
     cfg1 = dataclasses.replace(base1, **change)
     cfg2 = dataclasses.replace(base2, **change)
     folder = work / name.split(":")[0]

@@ -25,7 +25,8 @@ PARAMS = {
     "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 3e-4, "clip_grad": 1.0,
               "checkpoint_every": 3, "val_every": 4, "seed": 3, "model": {"decoder_layers": 3},
               "flip": True, "max_zoom": 1.5,  # augmented, so the resume test covers its random draws too
-              "stage1": {"steps": 12}, "stage2": {"steps": 6}},
+              "stage1": {"steps": 12, "audio_pretrain_steps": 10},  # resume covers audio pretraining too
+              "stage2": {"steps": 6}},
     "gate": {"minimums": {"s4.test.miou": 0.0}, "margin": 0.02},
 }
 
@@ -162,3 +163,31 @@ def test_a_checkpoint_is_resumed_only_on_the_same_inputs(workspace: dict[str, Pa
         os.utime(feature_file, ns=(written + 10**9, written + 10**9))
     subprocess.run(_train_cmd(ws, out, extra=("--steps", "2")), env=_env(), check=True, capture_output=True)
     assert (out / "checkpoint.pt").stat().st_mtime_ns != written  # trained again on the new inputs
+
+
+def test_audio_pretraining_learns_the_categories_and_keeps_frozen_weights_frozen(workspace: dict[str, Path]) -> None:
+    from components.train.audio_pretrain import category_examples, pretrain_audio
+    from components.train.data import ClipDataset
+    from model.audio import AudioTransformer
+
+    s4 = [ClipDataset(workspace["data"], workspace["features"], 1, split, 64, subsets=("s4",))
+          for split in ("train", "val")]
+    x, y, categories = category_examples(s4[0])
+    assert x.shape[1:] == (96, 64) and len(x) == len(y) and len(categories) >= 2
+    assert len(x) == 3 * sum(c.num_frames for c in s4[0].clips)  # every second at every scale
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = AudioTransformer(64, 2, 2, 16).requires_grad_(False)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        report = pretrain_audio(net, *s4, steps=60, lr=1e-3, seed=5, device=torch.device("cpu"), batch=32)
+        assert not any(p.requires_grad for p in net.parameters())
+        assert not torch.equal(before["patch_embed.proj.weight"], net.state_dict()["patch_embed.proj.weight"])
+        assert not torch.equal(before["init_bn.running_mean"], net.state_dict()["init_bn.running_mean"])
+        runs.append((report, net.state_dict()))
+    (report, weights), (report2, weights2) = runs
+    assert report == report2 and all(torch.equal(weights[k], weights2[k]) for k in weights)  # deterministic
+    assert report["categories"] == len(categories)
+    assert report["train_accuracy"] >= 0.9, report
+    chance = 1 / len(categories)
+    assert report["val_accuracy"] is None or report["val_accuracy"] > chance, report

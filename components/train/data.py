@@ -86,7 +86,8 @@ class ClipDataset(torch.utils.data.Dataset):
         return F.interpolate(x, size=(self.size, self.size), mode=mode,
                              **({"align_corners": False} if mode == "bilinear" else {}))
 
-    def _audio(self, files: ClipFiles) -> torch.Tensor:
+    def read_audio(self, files: ClipFiles) -> torch.Tensor:
+        """The clip's log-mel scales, float [seconds, 3, 96, 64]; StepError naming a missing file."""
         path = logmel_file(self.features, files)
         if not path.is_file():
             raise StepError(f"{files.key}: features file {path} missing (run avs features)")
@@ -109,7 +110,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.stage == 1:  # class-agnostic: every sounding class is foreground
             labels = torch.where(labels == IGNORE_INDEX, labels, (labels > 0).long())
         audio_from = files if self.audio_swap is None else self.clips[self.audio_swap[index]]
-        audio = self._audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
+        audio = self.read_audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
         if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
             audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
         prior = self._prior(files, labels, has_gt) if self.stage == 2 else None

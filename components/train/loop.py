@@ -19,6 +19,7 @@ from components.avsbench.classes import NUM_AVSS_CLASSES
 from components.avsbench.layout import logmel_file
 from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
+from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
 from components.train.data import ClipDataset, batches, collate, prior_file
 from components.train.optim import param_groups, poly_schedule
@@ -48,6 +49,7 @@ class TrainConfig:
     audio_swap: bool = False
     flip: bool = False        # augmentation: mirror a training clip with probability 1/2
     max_zoom: float = 1.0     # augmentation: zoom into a random crop by up to this factor (1: off)
+    audio_pretrain_steps: int = 0  # audio transformer taught the S4 categories first (audio_pretrain.py; 0: off)
     model: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, *inputs: Any) -> str:
@@ -123,6 +125,17 @@ def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | 
     return train_set, val_set
 
 
+def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features: Path,
+                    device: torch.device) -> dict[str, float | None]:
+    """Run audio_pretrain on the network's audio transformer with the S4 clips of train and val."""
+    try:
+        s4 = [ClipDataset(data, features, 1, split, cfg.input_size, subsets=("s4",)) for split in ("train", "val")]
+    except StepError as exc:
+        raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
+                        f"categories it learns ({exc}); set it to 0") from exc
+    return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device)
+
+
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
     defaults = {"num_classes": 2 if cfg.stage == 1 else NUM_AVSS_CLASSES, "prior": cfg.stage == 2}
     return create_model(cfg.preset, **(defaults | cfg.model))  # cfg.model may override, e.g. prior: false
@@ -148,7 +161,8 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     Writes (atomically) `out/checkpoint.pt` every `checkpoint_every` steps, `out/best.pt` (weights of the
     best validation score, selected on val only), `out/curve.json` (per-step loss, lr, val score) and
     returns the summary also written to `out/summary.json`. `init`: a `best.pt` whose matching tensors
-    start the network (stage 2 from stage 1); ignored when resuming.
+    start the network (stage 2 from stage 1); ignored when resuming. A fresh run without `init` and with
+    `audio_pretrain_steps` first pretrains the audio transformer (audio_pretrain.py).
     """
     rank, world = _distributed()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -163,24 +177,28 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             raise StepError(f"--init {init}: file not found")
         initialise_from(model, init)
     net = model.to(device)  # the bare module; under DDP `model` wraps it
+    latest = out / "checkpoint.pt"
+    # the resolved network config counts too: a preset can change under the same settings
+    run_id = cfg.fingerprint(net.cfg.to_dict(), inputs_digest(train_set))
+    saved = ckpt.load(latest) if latest.is_file() else None
+    if saved is not None and saved["fingerprint"] != run_id:
+        saved = None
+    audio_report = None
+    if saved is None and init is None and cfg.audio_pretrain_steps > 0:
+        audio_report = _pretrain_audio(cfg, net, data, features, device)
     criterion = SetCriterion(net.cfg).to(device)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult))
     scheduler = poly_schedule(optimizer, cfg.steps, cfg.poly_power)
-    state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": []}
-    latest = out / "checkpoint.pt"
-    # the resolved network config counts too: a preset can change under the same settings
-    run_id = cfg.fingerprint(net.cfg.to_dict(), inputs_digest(train_set))
-    if latest.is_file():
-        saved = ckpt.load(latest)
-        if saved["fingerprint"] == run_id:
-            net.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            ckpt.set_rng_state(saved["rng"])
-            state = saved["state"]
+    state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": [], "audio_pretrain": audio_report}
+    if saved is not None:
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"])
+        state = saved["state"]
 
     def save_checkpoint() -> None:
         if rank == 0:
@@ -246,6 +264,8 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     summary = {"stage": cfg.stage, "steps": state["step"], "best_val_miou": state["best"],
                "final_loss": state["curve"][-1]["loss"] if state["curve"] else None,
                "seconds_this_run": round(time.perf_counter() - started, 1), "world_size": world}
+    if state.get("audio_pretrain"):
+        summary["audio_pretrain"] = state["audio_pretrain"]
     if rank == 0:
         write_json_atomic(out / "curve.json", state["curve"])
         write_json_atomic(out / "summary.json", summary)
