@@ -98,7 +98,7 @@ PRESETS["tiny"] = ModelConfig(
     backbone="pvt_v2_b0", d_model=64, audio_dim=64, audio_depth=2, audio_heads=2, gtavm_heads=2,
     encoder_layers=1, encoder_heads=2, encoder_points=2, encoder_ffn=128, decoder_layers=3, decoder_heads=2,
     decoder_ffn=128, num_learned_queries=16, train_points=1024,
-    audio_frozen=False,  # the paper freezes a pretrained CED; the demo has no weights, so its audio encoder learns
+    audio_frozen=False,  # no CED weights of this size: trainable unless pretrained first (train.audio_pretrain_steps)
 )
 
 
