@@ -49,10 +49,9 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                 work: Path) -> dict:
     """Train and evaluate one variant; returns its test metrics."""
     no_prior = change.pop("no_prior", False)
-    if "model" in change:  # on top of the recipe's own model overrides, not instead of them
-        change["model"] = {**base1.model, **change["model"]}
-    cfg1 = dataclasses.replace(base1, **change)
-    cfg2 = dataclasses.replace(base2, **change)
+    # a variant's model overrides go on top of each stage's own, not instead of them
+    cfg1, cfg2 = (dataclasses.replace(base, **{**change, "model": {**base.model, **change.get("model", {})}})
+                  for base in (base1, base2))
     folder = work / name.split(":")[0]
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
