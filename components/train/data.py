@@ -2,13 +2,14 @@
 
 Reads the dataset layout (`components.avsbench`) plus the features step's output, resizes to the
 training resolution, and normalises. Stage 1 sees every subset with binary labels; stage 2 sees AVSS
-with its 71 classes and a prior: the ground-truth foreground on annotated training frames, the stage-1
-prediction everywhere else.
+with its 71 classes and the stage-1 prior: the stage-1 prediction as read, which the training loop
+replaces by the ground-truth foreground of annotated frames (`with_truth_prior`) for a chosen share of
+the training clips.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,20 +114,39 @@ class ClipDataset(torch.utils.data.Dataset):
         audio = self.read_audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
         if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
             audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
-        prior = self._prior(files, labels, has_gt) if self.stage == 2 else None
+        prior = self._prior(files) if self.stage == 2 else None
         return Sample(frames, audio, maskige, labels, has_gt, prior, files.key)
 
-    def _prior(self, files: ClipFiles, labels: torch.Tensor, has_gt: torch.Tensor) -> torch.Tensor:
+    def _prior(self, files: ClipFiles) -> torch.Tensor:
         path = prior_file(self.priors, files)
         if not path.is_file():
             raise StepError(f"{files.key}: stage-1 prior {path} missing (run avs predict-masks)")
         predicted = torch.load(path, weights_only=True).float()
-        predicted = F.interpolate(predicted[:, None], size=(self.size, self.size), mode="bilinear",
-                                  align_corners=False)[:, 0]
-        if self.split != "train":
-            return predicted
-        truth = ((labels > 0) & (labels != IGNORE_INDEX)).float()
-        return torch.where(has_gt[:, None, None], truth, predicted)
+        return F.interpolate(predicted[:, None], size=(self.size, self.size), mode="bilinear",
+                             align_corners=False)[:, 0]
+
+
+def with_truth_prior(sample: Sample) -> Sample:
+    """`sample` with its prior [T, S, S] replaced by the ground-truth foreground (1 where the label is a
+    sounding class, else 0) on its annotated frames; unannotated frames keep the stage-1 prediction."""
+    if sample.prior is None:
+        raise ValueError(f"{sample.key}: a stage-1 sample has no prior to replace")
+    truth = ((sample.labels > 0) & (sample.labels != IGNORE_INDEX)).float()
+    return replace(sample, prior=torch.where(sample.has_gt[:, None, None], truth, sample.prior))
+
+
+def training_prior(sample: Sample, share: float, seed: int, step: int, clip: int) -> Sample:
+    """The prior a stage-2 training clip is shown at one step: with probability `share` in [0, 1] the
+    ground truth of its annotated frames (the paper's recipe is 1.0), else the stage-1 prediction as
+    read, which is what the clip would meet at val/test. The draw depends on (seed, step, clip) only, so
+    a resumed run redraws what the interrupted one drew. A stage-1 sample (no prior) is returned as is."""
+    if sample.prior is None or share <= 0:
+        return sample
+    if share < 1:
+        draw = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, clip, 1]).generate_state(1)[0]))
+        if torch.rand((), generator=draw).item() >= share:
+            return sample
+    return with_truth_prior(sample)
 
 
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]:

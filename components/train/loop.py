@@ -21,7 +21,7 @@ from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
 from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
-from components.train.data import ClipDataset, batches, collate, prior_file
+from components.train.data import ClipDataset, batches, collate, prior_file, training_prior
 from components.train.optim import param_groups, poly_schedule
 from components.train.predict import run_model, score
 from model import create_model
@@ -50,12 +50,16 @@ class TrainConfig:
     flip: bool = False        # augmentation: mirror a training clip with probability 1/2
     max_zoom: float = 1.0     # augmentation: zoom into a random crop by up to this factor (1: off)
     audio_pretrain_steps: int = 0  # audio transformer taught the S4 categories first (audio_pretrain.py; 0: off)
+    prior_truth: float = 1.0  # stage 2: share of training clips whose prior is the ground truth (else stage 1's)
     model: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, *inputs: Any) -> str:
         """Key of a run: these settings plus `inputs` (JSON-able: the resolved network config, the
         training inputs' digest). A checkpoint is resumed only under the same key."""
-        return hashlib.sha256(json.dumps([asdict(self), *inputs], sort_keys=True).encode()).hexdigest()[:16]
+        settings = asdict(self)
+        if self.stage == 1:  # stage 1 has no prior: a stage-2 prior setting must not retrain it
+            settings.pop("prior_truth")
+        return hashlib.sha256(json.dumps([settings, *inputs], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def inputs_digest(dataset: ClipDataset) -> str:
@@ -113,6 +117,8 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
         raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
     if float(section.get("max_zoom", 1.0)) < 1.0:
         raise StepError(f"{params}: train.max_zoom={section['max_zoom']} must be >= 1 (1: no zoom)")
+    if not 0.0 <= float(section.get("prior_truth", 1.0)) <= 1.0:
+        raise StepError(f"{params}: train.prior_truth={section['prior_truth']} must lie in [0, 1]")
     return TrainConfig(stage=stage, **section)
 
 
@@ -234,7 +240,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             total = 0.0
             for micro in range(cfg.accumulate):
                 index = order[(state["position"] + micro) % len(order)]
-                samples = [train_set[i] for i in index]
+                samples = [training_prior(train_set[i], cfg.prior_truth, cfg.seed, state["step"], i) for i in index]
                 if cfg.flip or cfg.max_zoom > 1:
                     samples = [augment(x, _augment_draws(cfg.seed, state["step"], i), cfg.flip, cfg.max_zoom)
                                for x, i in zip(samples, index, strict=True)]
