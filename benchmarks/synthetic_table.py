@@ -3,12 +3,14 @@
   full   stage 1 then stage 2 with the stage-1 prior (NTAVS queries)
   A      audio swapped between clips at train and test (the model cannot use the audio)
   B      stage 2 trained without the prior (single stage)
+  P      stage 2 trained on ground-truth priors only (the paper's recipe; full mixes in stage-1 predictions)
   C      trivial averaged-audio queries instead of the NTAVS queries
 
 Every variant trains with the same steps on the same synthetic data (generated here from the `synth`
 section of --params), then is evaluated on test; S4/MS3 come from stage 1, AVSS from stage 2, which
-starts from its variant's stage-1 weights as in the pipeline. B changes only stage 2 (same start, no
-prior input), so it reuses the full recipe's stage 1 (same S4/MS3 numbers by construction). AVSS is
+starts from its variant's stage-1 weights as in the pipeline. B (no prior input) and P (ground-truth
+training priors only) change only stage 2, so they reuse the full recipe's stage 1 and priors (same
+S4/MS3 numbers by construction). AVSS is
 reported in the AVSBench form (mean over 71 classes) and over the classes present in the test set.
 
 A variant whose metrics exist under --out is not run again, and an interrupted training resumes, so
@@ -41,6 +43,7 @@ VARIANTS = {
     "full": {},
     "A: audio swapped": {"audio_swap": True},
     "B: no prior": {"no_prior": True},
+    "P: ground-truth prior only": {"prior_truth": 1.0, "same_stage1": True},
     "C: trivial queries": {"model": {"queries": "trivial"}},
 }
 
@@ -49,17 +52,18 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                 work: Path) -> dict:
     """Train and evaluate one variant; returns its test metrics."""
     no_prior = change.pop("no_prior", False)
+    reuse = no_prior or change.pop("same_stage1", False)  # a stage-2-only change: full's stage 1 and priors
     # a variant's model overrides go on top of each stage's own, not instead of them
     cfg1, cfg2 = (dataclasses.replace(base, **{**change, "model": {**base.model, **change.get("model", {})}})
                   for base in (base1, base2))
     folder = work / name.split(":")[0]
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
-    stage1 = work / "full" / "stage1" if no_prior else folder / "stage1"
-    priors = work / "full" / "priors" if no_prior else folder / "priors"
+    stage1 = work / "full" / "stage1" if reuse else folder / "stage1"
+    priors = work / "full" / "priors" if reuse else folder / "priors"
     if no_prior:
         cfg2 = dataclasses.replace(cfg2, model={**cfg2.model, "prior": False})
-    else:
+    if not reuse:
         train(cfg1, data, features, stage1)
         predict_masks(data, features, stage1 / "best.pt", priors)
     train(cfg2, data, features, folder / "stage2", priors, init=stage1 / "best.pt")
@@ -77,7 +81,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, help="default: train.val_every of --params")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--variants", nargs="+", choices=[v.split(":")[0] for v in VARIANTS],
-                        help="run only these (B reads full's stage 1 and priors: run it with or after full)")
+                        help="run only these (B and P read full's stage 1 and priors: run them with or after full)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--prepare", action="store_true", help="only generate the data and features")
     args = parser.parse_args()
