@@ -10,8 +10,8 @@ Every variant trains with the same steps on the same synthetic data (generated h
 section of --params), then is evaluated on test; S4/MS3 come from stage 1, AVSS from stage 2, which
 starts from its variant's stage-1 weights as in the pipeline. B (no prior input) and P (ground-truth
 training priors only) change only stage 2, so they reuse the full recipe's stage 1 and priors (same
-S4/MS3 numbers by construction). AVSS is
-reported in the AVSBench form (mean over 71 classes) and over the classes present in the test set.
+S4/MS3 numbers by construction). AVSS is reported in the AVSBench form (mean over 71 classes) and over
+the classes present in the test set.
 
 A variant whose metrics exist under --out is not run again, and an interrupted training resumes, so
 the table can be built in parts: e.g. `--variants full B` and `--variants A C` in two processes of one

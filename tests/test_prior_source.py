@@ -60,6 +60,9 @@ def test_prior_truth_outside_zero_one_is_refused(tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump({"train": {"stage2": {"prior_truth": 1.5}}}))
     with pytest.raises(StepError, match="prior_truth"):
         load_train_config(params, 2)
+    params.write_text(yaml.safe_dump({"train": {"stage2": {"prior_truth": "half"}}}))
+    with pytest.raises(StepError, match="prior_truth='half' is not a number"):
+        load_train_config(params, 2)
     params.write_text(yaml.safe_dump({"train": {"stage2": {"prior_truth": 0.25}}}))
     assert load_train_config(params, 2).prior_truth == 0.25
 

@@ -126,6 +126,13 @@ class ClipDataset(torch.utils.data.Dataset):
                              align_corners=False)[:, 0]
 
 
+def clip_draws(seed: int, step: int, clip: int, *stream: int) -> torch.Generator:
+    """The generator of one clip's random draws at one training step: a function of (seed, step, clip)
+    and an optional stream number only, so a resumed run redraws exactly what the interrupted one drew.
+    Augmentation uses the bare key; other draws add a stream so they stay independent of it."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, clip, *stream]).generate_state(1)[0]))
+
+
 def with_truth_prior(sample: Sample) -> Sample:
     """`sample` with its prior [T, S, S] replaced by the ground-truth foreground (1 where the label is a
     sounding class, else 0) on its annotated frames; unannotated frames keep the stage-1 prediction."""
@@ -142,10 +149,9 @@ def training_prior(sample: Sample, share: float, seed: int, step: int, clip: int
     a resumed run redraws what the interrupted one drew. A stage-1 sample (no prior) is returned as is."""
     if sample.prior is None or share <= 0:
         return sample
-    if share < 1:
-        draw = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, clip, 1]).generate_state(1)[0]))
-        if torch.rand((), generator=draw).item() >= share:
-            return sample
+    # stream 1 keeps this draw apart from the augmentation's (the bare key)
+    if share < 1 and torch.rand((), generator=clip_draws(seed, step, clip, 1)).item() >= share:
+        return sample
     return with_truth_prior(sample)
 
 

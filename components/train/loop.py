@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -21,7 +22,7 @@ from components.common import StepError, read_params, write_json_atomic
 from components.train import checkpoint as ckpt
 from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
-from components.train.data import ClipDataset, batches, collate, prior_file, training_prior
+from components.train.data import ClipDataset, batches, clip_draws, collate, prior_file, training_prior
 from components.train.optim import param_groups, poly_schedule
 from components.train.predict import run_model, score
 from model import create_model
@@ -84,12 +85,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _augment_draws(seed: int, step: int, clip: int) -> torch.Generator:
-    """The generator of one clip's augmentation at one step: a function of (seed, step, clip) only, so a
-    resumed run redraws exactly what the interrupted one drew."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, clip]).generate_state(1)[0]))
-
-
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -115,10 +110,16 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
     unknown = sorted(set(section) - known)
     if unknown:
         raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
-    if float(section.get("max_zoom", 1.0)) < 1.0:
-        raise StepError(f"{params}: train.max_zoom={section['max_zoom']} must be >= 1 (1: no zoom)")
-    if not 0.0 <= float(section.get("prior_truth", 1.0)) <= 1.0:
-        raise StepError(f"{params}: train.prior_truth={section['prior_truth']} must lie in [0, 1]")
+    for name, low, high, rule in (("max_zoom", 1.0, math.inf, "must be >= 1 (1: no zoom)"),
+                                  ("prior_truth", 0.0, 1.0, "must lie in [0, 1]")):
+        if name not in section:
+            continue
+        try:
+            value = float(section[name])
+        except (TypeError, ValueError):
+            raise StepError(f"{params}: train.{name}={section[name]!r} is not a number") from None
+        if not low <= value <= high:
+            raise StepError(f"{params}: train.{name}={section[name]} {rule}")
     return TrainConfig(stage=stage, **section)
 
 
@@ -242,7 +243,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
                 index = order[(state["position"] + micro) % len(order)]
                 samples = [training_prior(train_set[i], cfg.prior_truth, cfg.seed, state["step"], i) for i in index]
                 if cfg.flip or cfg.max_zoom > 1:
-                    samples = [augment(x, _augment_draws(cfg.seed, state["step"], i), cfg.flip, cfg.max_zoom)
+                    samples = [augment(x, clip_draws(cfg.seed, state["step"], i), cfg.flip, cfg.max_zoom)
                                for x, i in zip(samples, index, strict=True)]
                 batch = collate(samples)
                 with autocast:
