@@ -1,11 +1,13 @@
-"""Audio pretraining before stage 1: the audio transformer learns to name each S4 training clip's category.
+"""Audio pretraining before stage 1: the audio transformer learns to name the S4 categories heard in a clip.
 
 The paper's audio encoder is CED, pretrained on AudioSet and then frozen. Without such weights (the demo
 cannot download any) the audio transformer learns only through the segmentation loss; its tokens then
 barely differ between sounds and the segmenter learns to ignore them. This step stands in for the
-AudioSet pretraining: a linear head on the mean token, cross-entropy over the S4 categories of the
-training split, each second of each clip at each log-mel scale one example. The head is thrown away.
-With real CED weights (`train.model.audio_weights`) leave it off.
+AudioSet pretraining, which is multi-label: a linear head on the mean token, binary cross-entropy over
+the S4 categories of the training split. Each example is one second at one log-mel scale of an S4 clip,
+or a mixture of up to `max_sources` such seconds of different categories at random relative gains, so
+the tokens of a multi-source clip (MS3) name every source instead of falling between them. The head is
+thrown away. With real CED weights (`train.model.audio_weights`) leave it off.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.common import StepError
+from components.features.logmel import LOG_OFFSET
 from components.train.data import ClipDataset
 from model.audio import AudioTransformer
+
+SCALES = 3            # log-mel scales per second (NTAVS_WINDOWS)
+MIN_GAIN = 0.35       # relative loudness of a mixed-in source, drawn in [MIN_GAIN, 1]
 
 
 def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every S4 clip's log-mel examples with its category index.
 
-    Returns (examples float [N, 96, 64], labels int64 [N], categories). `categories` fixes the label
-    order (the training split's); clips of other categories are left out. Default: the sorted labels
-    of `dataset`.
+    Returns (examples float [N, 96, 64], labels int64 [N], categories); example i is at log-mel scale
+    i % 3 (each clip contributes its seconds x 3 scales in order). `categories` fixes the label order
+    (the training split's); clips of other categories are left out. Default: the sorted labels of
+    `dataset`.
     """
     if categories is None:
         categories = sorted({c.label for c in dataset.clips})
@@ -41,24 +48,69 @@ def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
     return torch.cat(examples), torch.cat(labels), categories
 
 
-def _accuracy(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, y: torch.Tensor,
-              device: torch.device, chunk: int = 256) -> float:
+def mix_examples(x: torch.Tensor, y: torch.Tensor, num_categories: int, count: int, max_sources: int,
+                 draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` training examples, each a mixture of 1..max_sources examples of different categories.
+
+    x: log-mel examples float [N, 96, 64] (scale i % 3), y: their category int64 [N]. Each mixture takes
+    a scale, a number of sources k (uniform in 1..max_sources, at most the categories at that scale),
+    k categories and one example of each at that scale; it adds their mel magnitudes (exp(x) - 0.01)
+    weighted by gains drawn in [0.35, 1] (1 for a single source), divides by the gains' sum to keep the
+    level, and takes the log again. Returns (mixtures float [count, 96, 64], multi-hot targets float
+    [count, num_categories]); a single source is returned unchanged.
+    """
+    scale = torch.arange(len(x)) % SCALES
+    pools = {(s, c): torch.nonzero((scale == s) & (y == c)).flatten() for s in range(SCALES)
+             for c in range(num_categories)}
+    mixtures, targets = [], torch.zeros(count, num_categories)
+    for b in range(count):
+        s = int(torch.randint(SCALES, (1,), generator=draws))
+        present = [c for c in range(num_categories) if len(pools[s, c])]
+        k = min(int(torch.randint(1, max_sources + 1, (1,), generator=draws)), len(present))
+        chosen = [present[int(i)] for i in torch.randperm(len(present), generator=draws)[:k]]
+        picks = [pools[s, c][int(torch.randint(len(pools[s, c]), (1,), generator=draws))] for c in chosen]
+        if k == 1:
+            mixtures.append(x[picks[0]])
+        else:
+            gains = torch.empty(k).uniform_(MIN_GAIN, 1.0, generator=draws)
+            magnitude = sum(g * (x[i].exp() - LOG_OFFSET).clamp_min(0) for g, i in zip(gains, picks, strict=True))
+            mixtures.append((magnitude / gains.sum() + LOG_OFFSET).log())
+        targets[b, chosen] = 1.0
+    return torch.stack(mixtures), targets
+
+
+def _logits(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, device: torch.device,
+            chunk: int = 256) -> torch.Tensor:
     transformer.eval()
     with torch.no_grad():
-        hits = sum((head(transformer(x[i:i + chunk].to(device)).mean(1)).argmax(1).cpu() == y[i:i + chunk]).sum()
-                   for i in range(0, len(x), chunk))
-    return float(hits) / len(x)
+        return torch.cat([head(transformer(x[i:i + chunk].to(device)).mean(1)).cpu() for i in range(0, len(x), chunk)])
+
+
+def _single_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).float().mean())
+
+
+def _mixture_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Share of mixtures whose k highest logits are exactly their k sources."""
+    hits = [set(row.topk(int(t.sum())).indices.tolist()) == set(t.nonzero().flatten().tolist())
+            for row, t in zip(logits, targets, strict=True)]
+    return sum(hits) / len(hits)
 
 
 def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_set: ClipDataset, steps: int,
-                   lr: float, seed: int, device: torch.device, batch: int = 64) -> dict[str, float | None]:
-    """Train `transformer` in place (weights and BatchNorm statistics) to classify S4 categories.
+                   lr: float, seed: int, device: torch.device, batch: int = 64, max_sources: int = 3,
+                   ) -> dict[str, float | None]:
+    """Train `transformer` in place (weights and BatchNorm statistics) to name the S4 categories it hears.
 
     train_set / val_set: S4 clips (stage-1 datasets restricted to S4). AdamW, constant lr, `batch`
-    examples per step drawn with a generator seeded by `seed` (same seed, same machine: same weights).
-    Returns {"categories", "train_accuracy", "val_accuracy" (None without val clips of a known category)}.
-    Parameters frozen on entry are trained here and frozen again on return.
+    mixtures of up to `max_sources` sounds per step (`mix_examples`; 1: single sounds only), drawn with a
+    generator seeded by `seed` (same seed, same machine: same weights). Returns {"categories",
+    "train_accuracy", "val_accuracy" (single sounds, top class), "val_mixture_accuracy" (256 val mixtures,
+    the k top classes are the k sources); both None without val clips of a known category}. Parameters
+    frozen on entry are trained here and frozen again on return.
     """
+    if max_sources < 1:
+        raise StepError(f"audio pretraining: max_sources={max_sources} must be >= 1")
     x, y, categories = category_examples(train_set)
     if len(categories) < 2:
         raise StepError(f"audio pretraining needs S4 clips of at least 2 categories; found {categories}")
@@ -72,12 +124,20 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     draws = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         transformer.train()
-        index = torch.randint(len(x), (batch,), generator=draws)
-        loss = F.cross_entropy(head(transformer(x[index].to(device)).mean(1)), y[index].to(device))
+        mixed, target = mix_examples(x, y, len(categories), batch, max_sources, draws)
+        loss = F.binary_cross_entropy_with_logits(head(transformer(mixed.to(device)).mean(1)), target.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     for name, p in transformer.named_parameters():
         p.requires_grad_(name not in frozen)
-    return {"categories": float(len(categories)), "train_accuracy": _accuracy(transformer, head, x, y, device),
-            "val_accuracy": _accuracy(transformer, head, vx, vy, device) if vx is not None else None}
+    report: dict[str, float | None] = {
+        "categories": float(len(categories)),
+        "train_accuracy": _single_accuracy(_logits(transformer, head, x, device), y),
+        "val_accuracy": None, "val_mixture_accuracy": None}
+    if vx is not None:
+        vmix, vtarget = mix_examples(vx, vy, len(categories), 256, max(max_sources, 2),
+                                     torch.Generator().manual_seed(seed + 1))
+        report["val_accuracy"] = _single_accuracy(_logits(transformer, head, vx, device), vy)
+        report["val_mixture_accuracy"] = _mixture_accuracy(_logits(transformer, head, vmix, device), vtarget)
+    return report

@@ -51,6 +51,7 @@ class TrainConfig:
     flip: bool = False        # augmentation: mirror a training clip with probability 1/2
     max_zoom: float = 1.0     # augmentation: zoom into a random crop by up to this factor (1: off)
     audio_pretrain_steps: int = 0  # audio transformer taught the S4 categories first (audio_pretrain.py; 0: off)
+    audio_pretrain_sources: int = 3  # most S4 sounds mixed into one pretraining example (1: single sounds)
     prior_truth: float = 1.0  # stage 2: share of training clips whose prior is the ground truth (else stage 1's)
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -111,7 +112,8 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
     if unknown:
         raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
     for name, low, high, rule in (("max_zoom", 1.0, math.inf, "must be >= 1 (1: no zoom)"),
-                                  ("prior_truth", 0.0, 1.0, "must lie in [0, 1]")):
+                                  ("prior_truth", 0.0, 1.0, "must lie in [0, 1]"),
+                                  ("audio_pretrain_sources", 1, math.inf, "must be >= 1 (1: single sounds)")):
         if name not in section:
             continue
         try:
@@ -120,6 +122,8 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
             raise StepError(f"{params}: train.{name}={section[name]!r} is not a number") from None
         if not low <= value <= high:
             raise StepError(f"{params}: train.{name}={section[name]} {rule}")
+        if TrainConfig.__dataclass_fields__[name].type == "int" and value != int(value):
+            raise StepError(f"{params}: train.{name}={section[name]} must be a whole number")
     return TrainConfig(stage=stage, **section)
 
 
@@ -140,7 +144,8 @@ def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features
     except StepError as exc:
         raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
                         f"categories it learns ({exc}); set it to 0") from exc
-    return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device)
+    return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device,
+                          max_sources=cfg.audio_pretrain_sources)
 
 
 def make_model(cfg: TrainConfig) -> torch.nn.Module:
