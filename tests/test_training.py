@@ -215,3 +215,18 @@ def test_pretraining_mixtures_name_every_source_and_keep_single_sounds_unchanged
     assert torch.equal(again[0], mixed) and torch.equal(again[1], targets)
     _, single_targets = mix_examples(x, y, 2, 50, 1, torch.Generator().manual_seed(1))
     assert torch.all(single_targets.sum(1) == 1)
+
+
+@pytest.mark.parametrize(("value", "message"), [(0, "must be >= 1"), (2.5, "must be a whole number"),
+                                                ("two", "is not a number")])
+def test_audio_pretrain_sources_must_be_a_whole_number_from_one(tmp_path: Path, value: object, message: str) -> None:
+    from components.common import StepError
+    from components.train.loop import load_train_config
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"stage1": {"audio_pretrain_sources": value}}}))
+    with pytest.raises(StepError, match=f"train.audio_pretrain_sources=.*{message}"):
+        load_train_config(params, 1)
+    params.write_text(yaml.safe_dump({"train": {"stage1": {"audio_pretrain_sources": 2.0}}}))  # as KFP passes 2
+    sources = load_train_config(params, 1).audio_pretrain_sources
+    assert sources == 2 and isinstance(sources, int)

@@ -122,8 +122,10 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
             raise StepError(f"{params}: train.{name}={section[name]!r} is not a number") from None
         if not low <= value <= high:
             raise StepError(f"{params}: train.{name}={section[name]} {rule}")
-        if TrainConfig.__dataclass_fields__[name].type == "int" and value != int(value):
-            raise StepError(f"{params}: train.{name}={section[name]} must be a whole number")
+        if TrainConfig.__dataclass_fields__[name].type == "int":
+            if value != int(value):
+                raise StepError(f"{params}: train.{name}={section[name]} must be a whole number")
+            section[name] = int(value)  # 2.0 as 2
     return TrainConfig(stage=stage, **section)
 
 
