@@ -195,13 +195,14 @@ def test_audio_pretraining_learns_the_categories_and_keeps_frozen_weights_frozen
 
 
 def test_pretraining_mixtures_name_every_source_and_keep_single_sounds_unchanged() -> None:
-    from components.train.audio_pretrain import mix_examples
+    from components.train.audio_pretrain import SoundMixer
 
     # 2 categories x 3 scales, each example one constant level: a mixture's level lies between its sources'
     levels = torch.tensor([0.0, 10.0, 20.0, 1.0, 11.0, 21.0])      # example i: scale i % 3
     x = levels[:, None, None].expand(6, 96, 64).clone()
     y = torch.tensor([0, 0, 0, 1, 1, 1])
-    mixed, targets = mix_examples(x, y, 2, 300, 3, torch.Generator().manual_seed(0))
+    mixer = SoundMixer(x, y, 2)
+    mixed, targets = mixer.draw(300, 3, torch.Generator().manual_seed(0))
     assert mixed.shape == (300, 96, 64) and targets.shape == (300, 2)
     assert set(targets.sum(1).tolist()) == {1.0, 2.0}  # at most the 2 categories, though 3 were allowed
     for row, target in zip(mixed, targets, strict=True):
@@ -211,9 +212,9 @@ def test_pretraining_mixtures_name_every_source_and_keep_single_sounds_unchanged
             assert value in levels[y == int(target.argmax())].tolist()
         else:  # one example of each category at one scale: strictly between their levels
             assert any(levels[s] < value < levels[s + 3] for s in range(3)), value
-    again = mix_examples(x, y, 2, 300, 3, torch.Generator().manual_seed(0))
+    again = mixer.draw(300, 3, torch.Generator().manual_seed(0))
     assert torch.equal(again[0], mixed) and torch.equal(again[1], targets)
-    _, single_targets = mix_examples(x, y, 2, 50, 1, torch.Generator().manual_seed(1))
+    _, single_targets = mixer.draw(50, 1, torch.Generator().manual_seed(1))
     assert torch.all(single_targets.sum(1) == 1)
 
 

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.common import StepError
-from components.features.logmel import LOG_OFFSET
+from components.features.logmel import LOG_OFFSET, NTAVS_WINDOWS
 from components.train.data import ClipDataset
 from model.audio import AudioTransformer
 
-SCALES = 3            # log-mel scales per second (NTAVS_WINDOWS)
-MIN_GAIN = 0.35       # relative loudness of a mixed-in source, drawn in [MIN_GAIN, 1]
+SCALES = len(NTAVS_WINDOWS)  # log-mel scales per second
+MIN_GAIN = 0.35              # relative loudness of a mixed-in source, drawn in [MIN_GAIN, 1]
 
 
 def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
@@ -48,35 +48,45 @@ def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
     return torch.cat(examples), torch.cat(labels), categories
 
 
-def mix_examples(x: torch.Tensor, y: torch.Tensor, num_categories: int, count: int, max_sources: int,
-                 draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` training examples, each a mixture of 1..max_sources examples of different categories.
+class SoundMixer:
+    """Draws pretraining examples, each a mixture of 1..max_sources examples of different categories.
 
-    x: log-mel examples float [N, 96, 64] (scale i % 3), y: their category int64 [N]. Each mixture takes
-    a scale, a number of sources k (uniform in 1..max_sources, at most the categories at that scale),
-    k categories and one example of each at that scale; it adds their mel magnitudes (exp(x) - 0.01)
-    weighted by gains drawn in [0.35, 1] (1 for a single source), divides by the gains' sum to keep the
-    level, and takes the log again. Returns (mixtures float [count, 96, 64], multi-hot targets float
-    [count, num_categories]); a single source is returned unchanged.
+    x: log-mel examples float [N, 96, 64] (scale i % 3), y: their category int64 [N]. The examples of each
+    (scale, category) are indexed once here, not at every draw.
     """
-    scale = torch.arange(len(x)) % SCALES
-    pools = {(s, c): torch.nonzero((scale == s) & (y == c)).flatten() for s in range(SCALES)
-             for c in range(num_categories)}
-    mixtures, targets = [], torch.zeros(count, num_categories)
-    for b in range(count):
-        s = int(torch.randint(SCALES, (1,), generator=draws))
-        present = [c for c in range(num_categories) if len(pools[s, c])]
-        k = min(int(torch.randint(1, max_sources + 1, (1,), generator=draws)), len(present))
-        chosen = [present[int(i)] for i in torch.randperm(len(present), generator=draws)[:k]]
-        picks = [pools[s, c][int(torch.randint(len(pools[s, c]), (1,), generator=draws))] for c in chosen]
-        if k == 1:
-            mixtures.append(x[picks[0]])
-        else:
-            gains = torch.empty(k).uniform_(MIN_GAIN, 1.0, generator=draws)
-            magnitude = sum(g * (x[i].exp() - LOG_OFFSET).clamp_min(0) for g, i in zip(gains, picks, strict=True))
-            mixtures.append((magnitude / gains.sum() + LOG_OFFSET).log())
-        targets[b, chosen] = 1.0
-    return torch.stack(mixtures), targets
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_categories: int):
+        self.x, self.num_categories = x, num_categories
+        scale = torch.arange(len(x)) % SCALES
+        self.pools = {(s, c): torch.nonzero((scale == s) & (y == c)).flatten() for s in range(SCALES)
+                      for c in range(num_categories)}
+        self.present = [[c for c in range(num_categories) if len(self.pools[s, c])] for s in range(SCALES)]
+
+    def draw(self, count: int, max_sources: int, draws: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` mixtures. Each takes a scale, a number of sources k (uniform in 1..max_sources, at most
+        the categories at that scale), k categories and one example of each at that scale; it adds their
+        mel magnitudes (exp(x) - 0.01) weighted by gains drawn in [0.35, 1] (1 for a single source),
+        divides by the gains' sum to keep the level, and takes the log again. Returns (mixtures float
+        [count, 96, 64], multi-hot targets float [count, num_categories]); a single source is returned
+        unchanged.
+        """
+        mixtures, targets = [], torch.zeros(count, self.num_categories)
+        for b in range(count):
+            s = int(torch.randint(SCALES, (1,), generator=draws))
+            present = self.present[s]
+            k = min(int(torch.randint(1, max_sources + 1, (1,), generator=draws)), len(present))
+            chosen = [present[int(i)] for i in torch.randperm(len(present), generator=draws)[:k]]
+            pools = [self.pools[s, c] for c in chosen]
+            picks = [pool[int(torch.randint(len(pool), (1,), generator=draws))] for pool in pools]
+            if k == 1:
+                mixtures.append(self.x[picks[0]])
+            else:
+                gains = torch.empty(k).uniform_(MIN_GAIN, 1.0, generator=draws)
+                magnitude = sum(g * (self.x[i].exp() - LOG_OFFSET).clamp_min(0)
+                                for g, i in zip(gains, picks, strict=True))
+                mixtures.append((magnitude / gains.sum() + LOG_OFFSET).log())
+            targets[b, chosen] = 1.0
+        return torch.stack(mixtures), targets
 
 
 def _logits(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, device: torch.device,
@@ -103,7 +113,7 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     """Train `transformer` in place (weights and BatchNorm statistics) to name the S4 categories it hears.
 
     train_set / val_set: S4 clips (stage-1 datasets restricted to S4). AdamW, constant lr, `batch`
-    mixtures of up to `max_sources` sounds per step (`mix_examples`; 1: single sounds only), drawn with a
+    mixtures of up to `max_sources` sounds per step (`SoundMixer`; 1: single sounds only), drawn with a
     generator seeded by `seed` (same seed, same machine: same weights). Returns {"categories",
     "train_accuracy", "val_accuracy" (single sounds, top class), "val_mixture_accuracy" (256 val mixtures,
     the k top classes are the k sources); both None without val clips of a known category}. Parameters
@@ -121,10 +131,11 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     transformer.requires_grad_(True)
     head = nn.Linear(transformer.norm.normalized_shape[0], len(categories)).to(device)
     optimizer = torch.optim.AdamW([*transformer.parameters(), *head.parameters()], lr=lr, weight_decay=0.05)
+    mixer = SoundMixer(x, y, len(categories))
     draws = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         transformer.train()
-        mixed, target = mix_examples(x, y, len(categories), batch, max_sources, draws)
+        mixed, target = mixer.draw(batch, max_sources, draws)
         loss = F.binary_cross_entropy_with_logits(head(transformer(mixed.to(device)).mean(1)), target.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -136,8 +147,8 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
         "train_accuracy": _single_accuracy(_logits(transformer, head, x, device), y),
         "val_accuracy": None, "val_mixture_accuracy": None}
     if vx is not None:
-        vmix, vtarget = mix_examples(vx, vy, len(categories), 256, max(max_sources, 2),
-                                     torch.Generator().manual_seed(seed + 1))
+        vmix, vtarget = SoundMixer(vx, vy, len(categories)).draw(256, max(max_sources, 2),
+                                                                 torch.Generator().manual_seed(seed + 1))
         report["val_accuracy"] = _single_accuracy(_logits(transformer, head, vx, device), vy)
         report["val_mixture_accuracy"] = _mixture_accuracy(_logits(transformer, head, vmix, device), vtarget)
     return report
