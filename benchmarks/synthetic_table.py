@@ -2,22 +2,24 @@
 
   full   stage 1 then stage 2 with the stage-1 prior (NTAVS queries)
   A      audio swapped between clips at train and test (the model cannot use the audio)
-  B      stage 2 trained without the prior (single stage)
+  B      single stage: the semantic model trained alone (no stage 1, no prior) for stage 1's and stage 2's
+         steps together, after the same audio pretraining
+  N      stage 2 trained without the prior input, from stage-1 weights (two stages, no prior)
   P      stage 2 trained on ground-truth priors only (the paper's recipe; full mixes in stage-1 predictions)
   C      trivial averaged-audio queries instead of the NTAVS queries
 
 Every variant trains with the same steps on the same synthetic data (generated here from the `synth`
 section of --params), then is evaluated on test; S4/MS3 come from stage 1, AVSS from stage 2, which
-starts from its variant's stage-1 weights as in the pipeline. B (no prior input) and P (ground-truth
+starts from its variant's stage-1 weights as in the pipeline. N (no prior input) and P (ground-truth
 training priors only) change only stage 2, so they reuse the full recipe's stage 1 and priors (same
-S4/MS3 numbers by construction). AVSS is reported in the AVSBench form (mean over 71 classes) and over
-the classes present in the test set.
+S4/MS3 numbers by construction). B has no stage 1, so no S4/MS3 numbers. AVSS is reported in the
+AVSBench form (mean over 71 classes) and over the classes present in the test set.
 
 A variant whose metrics exist under --out is not run again, and an interrupted training resumes, so
 the table can be built in parts: e.g. `--variants full B` and `--variants A C` in two processes of one
 thread each (after one `--prepare`), then a last call with no --variants prints the whole table.
 Usage: python benchmarks/synthetic_table.py [--params params.yaml] [--steps1 N] [--steps2 N] [--out DIR]
-       [--variants full A B C] [--threads N] [--prepare]
+       [--variants full A B N P C] [--threads N] [--prepare]
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from components.train.masks import predict_masks
 VARIANTS = {
     "full": {},
     "A: audio swapped": {"audio_swap": True},
-    "B: no prior": {"no_prior": True},
+    "B: single stage": {"single_stage": True},
+    "N: no prior input": {"no_prior": True},
     "P: ground-truth prior only": {"prior_truth": 1.0, "same_stage1": True},
     "C: trivial queries": {"model": {"queries": "trivial"}},
 }
@@ -51,6 +54,7 @@ VARIANTS = {
 def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig, data: Path, features: Path,
                 work: Path) -> dict:
     """Train and evaluate one variant; returns its test metrics."""
+    single_stage = change.pop("single_stage", False)
     no_prior = change.pop("no_prior", False)
     reuse = no_prior or change.pop("same_stage1", False)  # a stage-2-only change: full's stage 1 and priors
     # a variant's model overrides go on top of each stage's own, not instead of them
@@ -59,6 +63,13 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
     folder = work / name.split(":")[0]
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
+    if single_stage:  # one budget: stage 1's steps and audio pretraining go to the semantic model
+        cfg2 = dataclasses.replace(cfg2, steps=cfg1.steps + cfg2.steps, model={**cfg2.model, "prior": False},
+                                   audio_pretrain_steps=cfg1.audio_pretrain_steps,
+                                   audio_pretrain_sources=cfg1.audio_pretrain_sources)
+        train(cfg2, data, features, folder / "stage2")
+        return evaluate(data, features, None, folder / "stage2" / "best.pt", None, folder / "report",
+                        folder / "metrics.json")
     stage1 = work / "full" / "stage1" if reuse else folder / "stage1"
     priors = work / "full" / "priors" if reuse else folder / "priors"
     if no_prior:
@@ -81,7 +92,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, help="default: train.val_every of --params")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--variants", nargs="+", choices=[v.split(":")[0] for v in VARIANTS],
-                        help="run only these (B and P read full's stage 1 and priors: run them with or after full)")
+                        help="run only these (N and P read full's stage 1 and priors: run them with or after full)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--prepare", action="store_true", help="only generate the data and features")
     args = parser.parse_args()
@@ -123,10 +134,11 @@ def main() -> None:
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
           f"| AVSS F (present) |\n|{' --- |' * 9}")
     for name, m in rows.items():
-        s4, ms3, avss = m["s4"]["test"], m["ms3"]["test"], m["avss"]["test"]
-        print(f"| {name} | {s4['miou']:.3f} | {s4['fscore']:.3f} | {ms3['miou']:.3f} | {ms3['fscore']:.3f} "
-              f"| {avss['miou']:.3f} | {avss['fscore']:.3f} | {avss['miou_present']:.3f} "
-              f"| {avss['fscore_present']:.3f} |")
+        cells = [f"{m[subset]['test'][key]:.3f}" if subset in m else "-"
+                 for subset, key in (("s4", "miou"), ("s4", "fscore"), ("ms3", "miou"), ("ms3", "fscore"),
+                                     ("avss", "miou"), ("avss", "fscore"), ("avss", "miou_present"),
+                                     ("avss", "fscore_present"))]
+        print(f"| {name} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

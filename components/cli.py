@@ -284,9 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="AVSBench metrics for every subset and split, plots, gallery, report")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--features", type=Path, required=True)
-    p.add_argument("--stage1", type=Path, required=True, help="stage-1 best.pt (S4, MS3)")
+    p.add_argument("--stage1", type=Path, help="stage-1 best.pt (S4, MS3)")
     p.add_argument("--stage2", type=Path, help="stage-2 best.pt (AVSS)")
-    p.add_argument("--priors", type=Path, help="output of predict-masks (needed with --stage2)")
+    p.add_argument("--priors", type=Path,
+                   help="output of predict-masks (needed with a --stage2 model that takes the prior)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--metrics", type=Path, required=True, help="metrics JSON (DVC metrics)")
     p.set_defaults(func=_cmd_evaluate)

@@ -41,9 +41,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict
     return {"root": root, "params": params, "features": features, "data": tiny_data}
 
 
-def _train_cmd(ws: dict[str, Path], out: Path, stage: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
+def _train_cmd(ws: dict[str, Path], out: Path, stage: int = 1, extra: tuple[str, ...] = (),
+               params: Path | None = None) -> list[str]:
     return [sys.executable, "-m", "components.cli", "train", "--stage", str(stage), "--data", str(ws["data"]),
-            "--features", str(ws["features"]), "--out", str(out), "--params", str(ws["params"]), *extra]
+            "--features", str(ws["features"]), "--out", str(out), "--params", str(params or ws["params"]), *extra]
 
 
 def _env() -> dict[str, str]:
@@ -119,6 +120,36 @@ def test_stage_two_and_evaluation(workspace: dict[str, Path], capsys) -> None:
     assert json.loads(decision.read_text())["passed"] is True
     assert main(["summary", "--metrics", str(metrics), "--decision", str(decision)]) == 0
     assert "gate: PASS" in capsys.readouterr().out
+
+
+def test_single_stage_semantic_model_needs_no_priors(workspace: dict[str, Path], capsys) -> None:
+    ws, root = workspace, workspace["root"]
+    evaluate_cmd = ["evaluate", "--data", str(ws["data"]), "--features", str(ws["features"])]
+    # the two-stage model (prior input) refuses to train or be evaluated without the priors, naming them
+    assert main(_train_cmd(ws, root / "refused", stage=2)[3:]) != 0
+    assert "predict-masks" in capsys.readouterr().err and not (root / "refused").exists()
+    assert main([*evaluate_cmd, "--out", str(root / "r0"), "--metrics", str(root / "m0.json")]) != 0
+    assert "stage-1 model, a stage-2 model or both" in capsys.readouterr().err
+
+    params = root / "single.yaml"
+    single = {**PARAMS, "train": {**PARAMS["train"], "model": {"decoder_layers": 3, "prior": False},
+                                  "stage2": {"steps": 4}}}
+    params.write_text(yaml.safe_dump(single))
+    out = root / "single"
+    assert main(_train_cmd(ws, out, stage=2, params=params)[3:]) == 0
+    saved = torch.load(out / "best.pt", weights_only=False)
+    assert saved["model_config"]["prior"] is False and saved["model_config"]["num_classes"] == 71
+    metrics = root / "single.json"
+    assert main([*evaluate_cmd, "--stage2", str(out / "best.pt"), "--out", str(root / "single_report"),
+                 "--metrics", str(metrics)]) == 0
+    values = json.loads(metrics.read_text())
+    assert set(values) == {"avss"} and 0 <= values["avss"]["test"]["miou_present"] <= 1
+
+    prior_model = root / "s2" / "best.pt"  # from the two-stage test when run with it
+    if prior_model.is_file():
+        assert main([*evaluate_cmd, "--stage2", str(prior_model), "--out", str(root / "r1"),
+                     "--metrics", str(root / "m1.json")]) != 0
+        assert "takes the stage-1 prior" in capsys.readouterr().err and not (root / "m1.json").exists()
 
 
 def test_gate_refuses_a_weak_challenger_and_passes_a_good_one() -> None:

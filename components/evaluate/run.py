@@ -17,7 +17,7 @@ from PIL import Image
 
 from components.avsbench.classes import AVSS_CLASSES, avss_palette
 from components.avsbench.layout import present_subsets
-from components.common import atomic_dir, progress, write_json_atomic
+from components.common import StepError, atomic_dir, progress, write_json_atomic
 from components.train.data import MEAN, STD, ClipDataset
 from components.train.masks import load_trained
 from components.train.predict import predict
@@ -80,27 +80,33 @@ def _evaluate_avss(model, data, features, priors, split, size, tmp) -> dict[str,
     return avss_scores(torch.cat(preds), torch.cat(labels), num_classes=len(AVSS_CLASSES))
 
 
-def evaluate(data: Path, features: Path, stage1: Path, stage2: Path | None, priors: Path | None, out: Path,
+def evaluate(data: Path, features: Path, stage1: Path | None, stage2: Path | None, priors: Path | None, out: Path,
              metrics_path: Path, runs: dict[str, Path] | None = None) -> dict[str, Any]:
     """Evaluate every subset and split present; returns the metrics written to `metrics_path`.
 
-    `out` receives report.md, gallery/*.png and plots/ (fscore_{subset}.csv, avss_class_iou.csv,
-    train_{stage}.csv); it appears in one rename.
+    S4/MS3 need the stage-1 model, AVSS the stage-2 one (and the priors, if it takes the prior input);
+    either may be None (a single-stage semantic model has no stage 1). `out` receives report.md,
+    gallery/*.png and plots/ (fscore_{subset}.csv, avss_class_iou.csv, train_{stage}.csv); it appears in
+    one rename.
     """
-    model1, cfg1 = load_trained(stage1)
+    if stage1 is None and stage2 is None:
+        raise StepError("evaluate needs a stage-1 model, a stage-2 model or both")
+    model1, cfg1 = load_trained(stage1) if stage1 is not None else (None, None)
+    model2, cfg2 = load_trained(stage2) if stage2 is not None else (None, None)
+    if model2 is not None and model2.cfg.prior and priors is None:
+        raise StepError(f"{stage2}: this stage-2 model takes the stage-1 prior: pass the predict-masks output")
     subsets = present_subsets(data)
     metrics: dict[str, Any] = {}
     with atomic_dir(Path(out), overwrite=True) as tmp:
         (tmp / "plots").mkdir()
-        for subset in [s for s in ("s4", "ms3") if s in subsets]:
+        for subset in [s for s in ("s4", "ms3") if s in subsets and model1 is not None]:
             metrics[subset] = {}
             for split in ("val", "test"):
                 metrics[subset][split], curve = _evaluate_binary(model1, data, features, subset, split,
                                                                  cfg1["input_size"], tmp)
             _write_csv(tmp / "plots" / f"fscore_{subset}.csv", ["threshold", "fscore"],
                        zip(np.linspace(0, 1, len(curve)).round(4), curve.round(5), strict=True))
-        if stage2 is not None and "avss" in subsets:
-            model2, cfg2 = load_trained(stage2)
+        if model2 is not None and "avss" in subsets:
             metrics["avss"] = {}
             for split in ("val", "test"):
                 scores = _evaluate_avss(model2, data, features, priors, split, cfg2["input_size"], tmp)

@@ -65,7 +65,8 @@ def stage_clips(data: Path, stage: int, split: str, subsets: tuple[str, ...] | N
 class ClipDataset(torch.utils.data.Dataset):
     """Samples for `stage` (1 or 2) from `data` (dataset root) and `features` (features output root).
 
-    priors: folder written by `avs predict-masks` (stage 2 only). audio_swap: a permutation of clip
+    priors: folder written by `avs predict-masks` (stage 2 only; without it stage-2 samples carry no prior,
+    as a single-stage semantic model needs none). audio_swap: a permutation of clip
     indices whose audio replaces each clip's own (the audio-swap ablation); None keeps the true audio.
     subsets: read these subsets instead of the stage's own.
     """
@@ -75,8 +76,6 @@ class ClipDataset(torch.utils.data.Dataset):
                  subsets: tuple[str, ...] | None = None):
         self.data, self.features, self.stage, self.split, self.size = Path(data), Path(features), stage, split, size
         self.priors = Path(priors) if priors is not None else None
-        if stage == 2 and self.priors is None:
-            raise StepError("stage 2 needs the stage-1 priors (run avs predict-masks first)")
         self.clips = stage_clips(self.data, stage, split, subsets)
         self.audio_swap = audio_swap
 
@@ -114,7 +113,7 @@ class ClipDataset(torch.utils.data.Dataset):
         audio = self.read_audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
         if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
             audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
-        prior = self._prior(files) if self.stage == 2 else None
+        prior = self._prior(files) if self.stage == 2 and self.priors is not None else None
         return Sample(frames, audio, maskige, labels, has_gt, prior, files.key)
 
     def _prior(self, files: ClipFiles) -> torch.Tensor:

@@ -186,6 +186,9 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     if len(train_set) == 0:
         raise StepError(f"stage {cfg.stage}: no training clips under {data}")
     model = make_model(cfg)
+    if model.cfg.prior and priors is None:
+        raise StepError(f"stage {cfg.stage} with the prior input needs the stage-1 priors: pass the output of "
+                        "avs predict-masks (a single-stage model sets train.model.prior: false)")
     if init is not None:
         if not Path(init).is_file():
             raise StepError(f"--init {init}: file not found")
