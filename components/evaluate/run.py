@@ -20,7 +20,7 @@ from components.avsbench.layout import present_subsets
 from components.common import StepError, atomic_dir, progress, write_json_atomic
 from components.train.data import MEAN, STD, ClipDataset
 from components.train.masks import load_trained
-from components.train.predict import predict
+from components.train.predict import predict, require_priors
 from model.metrics import avss_scores, fscore_curve, s4_fscore, s4_miou
 
 GALLERY_CLIPS = 3
@@ -93,8 +93,8 @@ def evaluate(data: Path, features: Path, stage1: Path | None, stage2: Path | Non
         raise StepError("evaluate needs a stage-1 model, a stage-2 model or both")
     model1, cfg1 = load_trained(stage1) if stage1 is not None else (None, None)
     model2, cfg2 = load_trained(stage2) if stage2 is not None else (None, None)
-    if model2 is not None and model2.cfg.prior and priors is None:
-        raise StepError(f"{stage2}: this stage-2 model takes the stage-1 prior: pass the predict-masks output")
+    if model2 is not None:
+        require_priors(model2, priors, f"{stage2}: this stage-2 model")
     subsets = present_subsets(data)
     metrics: dict[str, Any] = {}
     with atomic_dir(Path(out), overwrite=True) as tmp:

@@ -24,7 +24,7 @@ from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
 from components.train.data import ClipDataset, batches, clip_draws, collate, prior_file, training_prior
 from components.train.optim import param_groups, poly_schedule
-from components.train.predict import run_model, score
+from components.train.predict import require_priors, run_model, score
 from model import create_model
 from model.criterion import SetCriterion
 
@@ -186,9 +186,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     if len(train_set) == 0:
         raise StepError(f"stage {cfg.stage}: no training clips under {data}")
     model = make_model(cfg)
-    if model.cfg.prior and priors is None:
-        raise StepError(f"stage {cfg.stage} with the prior input needs the stage-1 priors: pass the output of "
-                        "avs predict-masks (a single-stage model sets train.model.prior: false)")
+    require_priors(model, priors, f"stage {cfg.stage} (train.model.prior)")
     if init is not None:
         if not Path(init).is_file():
             raise StepError(f"--init {init}: file not found")

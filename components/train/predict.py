@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
+from components.common import StepError
 from components.train.data import ClipDataset, collate
 from model.metrics import avss_scores, s4_miou
 from model.ntavs import semantic_map
+
+
+def require_priors(net: torch.nn.Module, priors: Path | None, name: str) -> None:
+    """StepError naming `name` (the model, or the stage being trained) when `net` takes the stage-1 prior
+    input and no priors folder was given; a network without the prior input needs none."""
+    if net.cfg.prior and priors is None:
+        raise StepError(f"{name} takes the stage-1 prior: pass the output of avs predict-masks as --priors "
+                        "(a single-stage model sets train.model.prior: false)")
 
 
 def run_model(model: torch.nn.Module, batch: dict, device: torch.device) -> list[dict[str, torch.Tensor]]:
