@@ -25,7 +25,7 @@ from components.common import StepError, atomic_dir, progress
 from components.synth.scenes import Scene, render_scene
 from components.synth.sounds import SAMPLE_RATE
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # The five generated parts: S4, MS3 and the three AVSS labels.
 PARTS: tuple[str, ...] = ("s4", "ms3", "v1s", "v1m", "v2")
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
@@ -99,11 +99,19 @@ class SynthClip:
 
 
 def class_pools(cfg: SynthConfig) -> tuple[list[str], list[int], list[int]]:
-    """(S4 categories used, AVSS classes of S4/MS3 objects, AVSS classes of AVSS objects)."""
+    """(S4 categories used, AVSS classes of S4/MS3 objects, AVSS classes of AVSS objects).
+
+    As in the real benchmark, where AVSS v1s/v1m are the S4/MS3 videos labelled by class and v2 adds
+    classes of its own, the AVSS classes are the S4 categories' classes first (up to `avss_classes`),
+    then classes spread over the rest of the 70; `iter_clips` draws v1s/v1m objects from the first
+    part only and v2 objects from all of them.
+    """
     cats = list(S4_CATEGORIES[: cfg.s4_categories])
     object_pool = [AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[c]) for c in cats]
-    avss_pool = sorted(set(np.linspace(1, len(AVSS_CLASSES) - 1, cfg.avss_classes).round().astype(int).tolist()))
-    return cats, object_pool, avss_pool
+    shared = object_pool[: cfg.avss_classes]
+    rest = [c for c in range(1, len(AVSS_CLASSES)) if c not in shared]
+    picks = np.linspace(0, len(rest) - 1, cfg.avss_classes - len(shared)).round().astype(int)
+    return cats, object_pool, shared + [rest[i] for i in sorted(set(picks.tolist()))]
 
 
 def _make_id(rng: np.random.Generator, taken: set[str]) -> str:
@@ -121,6 +129,7 @@ def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
     not change when the counts of other parts change.
     """
     cats, object_pool, avss_pool = class_pools(cfg)
+    v1_pool = [c for c in avss_pool if c in object_pool] or avss_pool
     for part_code, part in enumerate(PARTS):
         taken: set[str] = set()
         for split_code, split in enumerate(SPLITS):
@@ -128,7 +137,8 @@ def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
                 rng = np.random.default_rng([seed, part_code, split_code, index])
                 vid = _make_id(rng, taken)
                 single = part in ("s4", "v1s")
-                pool = object_pool if part in ("s4", "ms3") else avss_pool
+                # v1s/v1m hold the S4/MS3 classes (the real ones are those videos); v2 adds its own
+                pool = {"s4": object_pool, "ms3": object_pool, "v2": avss_pool}.get(part, v1_pool)
                 if single:
                     category = cats[index % len(cats)] if part == "s4" else ""
                     sources = [AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[category])] if part == "s4" \
