@@ -98,20 +98,20 @@ class SynthClip:
         return "avss" if self.part in ("v1s", "v1m", "v2") else self.part
 
 
-def class_pools(cfg: SynthConfig) -> tuple[list[str], list[int], list[int]]:
-    """(S4 categories used, AVSS classes of S4/MS3 objects, AVSS classes of AVSS objects).
+def class_pools(cfg: SynthConfig) -> tuple[list[str], dict[str, list[int]]]:
+    """(S4 categories used, part -> the AVSS classes its objects are drawn from).
 
     As in the real benchmark, where AVSS v1s/v1m are the S4/MS3 videos labelled by class and v2 adds
     classes of its own, the AVSS classes are the S4 categories' classes first (up to `avss_classes`),
-    then classes spread over the rest of the 70; `iter_clips` draws v1s/v1m objects from the first
-    part only and v2 objects from all of them.
+    then classes spread over the rest of the 70: v1s/v1m draw from the first part only, v2 from all.
     """
     cats = list(S4_CATEGORIES[: cfg.s4_categories])
     object_pool = [AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[c]) for c in cats]
     shared = object_pool[: cfg.avss_classes]
     rest = [c for c in range(1, len(AVSS_CLASSES)) if c not in shared]
     picks = np.linspace(0, len(rest) - 1, cfg.avss_classes - len(shared)).round().astype(int)
-    return cats, object_pool, shared + [rest[i] for i in sorted(set(picks.tolist()))]
+    avss_pool = shared + [rest[i] for i in sorted(set(picks.tolist()))]
+    return cats, {"s4": object_pool, "ms3": object_pool, "v1s": shared, "v1m": shared, "v2": avss_pool}
 
 
 def _make_id(rng: np.random.Generator, taken: set[str]) -> str:
@@ -128,17 +128,15 @@ def iter_clips(cfg: SynthConfig, seed: int) -> Iterator[SynthClip]:
     Each clip draws from its own random stream keyed by (seed, part, split, index), so a clip does
     not change when the counts of other parts change.
     """
-    cats, object_pool, avss_pool = class_pools(cfg)
-    v1_pool = [c for c in avss_pool if c in object_pool] or avss_pool
+    cats, pools = class_pools(cfg)
     for part_code, part in enumerate(PARTS):
+        pool = pools[part]
         taken: set[str] = set()
         for split_code, split in enumerate(SPLITS):
             for index in range(cfg.clips.get(part, (0, 0, 0))[split_code]):
                 rng = np.random.default_rng([seed, part_code, split_code, index])
                 vid = _make_id(rng, taken)
                 single = part in ("s4", "v1s")
-                # v1s/v1m hold the S4/MS3 classes (the real ones are those videos); v2 adds its own
-                pool = {"s4": object_pool, "ms3": object_pool, "v2": avss_pool}.get(part, v1_pool)
                 if single:
                     category = cats[index % len(cats)] if part == "s4" else ""
                     sources = [AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[category])] if part == "s4" \
