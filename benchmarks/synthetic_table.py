@@ -2,8 +2,10 @@
 
   full   stage 1 then stage 2 with the stage-1 prior (NTAVS queries)
   A      audio swapped between clips at train and test (the model cannot use the audio)
-  B      single stage: the semantic model trained alone (no stage 1, no prior) for stage 1's and stage 2's
-         steps together, after the same audio pretraining
+  B      single stage: the semantic model trained alone (no stage 1, no prior), after the same audio
+         pretraining, for stage 1's and stage 2's steps together (--budget total, the default: the same
+         compute as full) or for stage 2's steps (--budget per-stage: the paper's comparison, where each
+         stage is trained to its own schedule and the semantic models get the same one)
   N      stage 2 trained without the prior input, from stage-1 weights (two stages, no prior)
   P      stage 2 trained on ground-truth priors only (the paper's recipe; full mixes in stage-1 predictions)
   C      trivial averaged-audio queries instead of the NTAVS queries
@@ -19,7 +21,7 @@ A variant whose metrics exist under --out is not run again, and an interrupted t
 the table can be built in parts: e.g. `--variants full B` and `--variants A C` in two processes of one
 thread each (after one `--prepare`), then a last call with no --variants prints the whole table.
 Usage: python benchmarks/synthetic_table.py [--params params.yaml] [--steps1 N] [--steps2 N] [--out DIR]
-       [--variants full A B N P C] [--threads N] [--prepare]
+       [--budget total|per-stage] [--variants full A B N P C] [--threads N] [--prepare]
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ VARIANTS = {
 
 
 def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig, data: Path, features: Path,
-                work: Path) -> dict:
-    """Train and evaluate one variant; returns its test metrics."""
+                work: Path, budget: str = "total") -> dict:
+    """Train and evaluate one variant; returns its test metrics. budget: B's steps, "total" (stage 1's
+    plus stage 2's) or "per-stage" (stage 2's)."""
     single_stage = change.pop("single_stage", False)
     no_prior = change.pop("no_prior", False)
     reuse = no_prior or change.pop("same_stage1", False)  # a stage-2-only change: full's stage 1 and priors
@@ -63,8 +66,9 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
     folder = work / name.split(":")[0]
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
-    if single_stage:  # one budget: stage 1's steps and audio pretraining go to the semantic model
-        cfg2 = dataclasses.replace(cfg2, steps=cfg1.steps + cfg2.steps, model={**cfg2.model, "prior": False},
+    if single_stage:  # the same audio pretraining; with budget "total" stage 1's steps go to it too
+        steps = cfg1.steps + cfg2.steps if budget == "total" else cfg2.steps
+        cfg2 = dataclasses.replace(cfg2, steps=steps, model={**cfg2.model, "prior": False},
                                    audio_pretrain_steps=cfg1.audio_pretrain_steps,
                                    audio_pretrain_sources=cfg1.audio_pretrain_sources)
         train(cfg2, data, features, folder / "stage2")
@@ -91,6 +95,8 @@ def main() -> None:
     parser.add_argument("--steps2", type=int)
     parser.add_argument("--val-every", type=int, help="default: train.val_every of --params")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--budget", choices=["total", "per-stage"], default="total",
+                        help="B's steps: stage 1's plus stage 2's (total) or stage 2's (per-stage)")
     parser.add_argument("--variants", nargs="+", choices=[v.split(":")[0] for v in VARIANTS],
                         help="run only these (N and P read full's stage 1 and priors: run them with or after full)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -119,17 +125,23 @@ def main() -> None:
         return
     base1 = load_train_config(args.params, 1, steps=args.steps1, val_every=args.val_every)
     base2 = load_train_config(args.params, 2, steps=args.steps2, val_every=args.val_every)
+    schedule = {"steps1": base1.steps, "steps2": base2.steps, "val_every": base1.val_every, "budget": args.budget}
+    ran_with = json.loads((work / "schedule.json").read_text()) if (work / "schedule.json").is_file() else None
+    if ran_with is not None and ran_with != schedule:  # finished variants are reused: they must match
+        raise SystemExit(f"{work} holds runs with another schedule ({ran_with}): use another --out")
+    write_json_atomic(work / "schedule.json", schedule)
     rows = {}
     for name, change in VARIANTS.items():
         if args.variants and name.split(":")[0] not in args.variants:
             continue
         began = time.perf_counter()
-        rows[name] = run_variant(name, dict(change), base1, base2, data, features, work)
+        rows[name] = run_variant(name, dict(change), base1, base2, data, features, work, args.budget)
         print(f"{name}: {(time.perf_counter() - began) / 60:.1f} min", flush=True)
     if args.variants:
         return
     (work / "table.json").write_text(json.dumps(rows, indent=2))
-    print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} preset={base1.preset} "
+    print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} budget={args.budget} "
+          f"preset={base1.preset} "
           f"({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
           f"| AVSS F (present) |\n|{' --- |' * 9}")
