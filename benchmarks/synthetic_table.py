@@ -86,6 +86,19 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                     folder / "report", folder / "metrics.json")
 
 
+def claim(record: Path, stamp: dict, what: str, unrecorded_runs: bool = False) -> None:
+    """Record `stamp` in `record` (a JSON file in the --out folder), or exit naming the folder when the
+    record holds another one (`what`, e.g. "other data"). Finished variants under --out are reused, so
+    runs made otherwise must not mix in. unrecorded_runs: the folder already holds such runs but no
+    record, which is refused too. The record is written whole (temp file, rename), so parts started
+    together never read half of it."""
+    held = json.loads(record.read_text()) if record.is_file() else None
+    if held != stamp and (held is not None or unrecorded_runs):
+        raise SystemExit(f"{record.parent} holds runs on {what} ({held or 'not recorded'}): use another --out")
+    if held is None:
+        write_json_atomic(record, stamp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -111,12 +124,7 @@ def main() -> None:
     args.seed = synth["seed"] if args.seed is None else args.seed
     knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     data, features = work / "data", work / "features"
-    stamp = {"size": args.size, "seed": args.seed, **knobs}
-    made_from = json.loads((work / "data.json").read_text()) if (work / "data.json").is_file() else None
-    if made_from != stamp and (made_from is not None or data.is_dir()):
-        raise SystemExit(f"{work} holds runs on other data ({made_from or 'not recorded'}): use another --out")
-    if made_from is None:  # written whole (temp file, rename): parts started together never read half of it
-        write_json_atomic(work / "data.json", stamp)
+    claim(work / "data.json", {"size": args.size, "seed": args.seed, **knobs}, "other data", data.is_dir())
     if not data.is_dir():
         generate(data, resolve_config(args.size, **knobs), seed=args.seed)
     if not features.is_dir():
@@ -125,11 +133,8 @@ def main() -> None:
         return
     base1 = load_train_config(args.params, 1, steps=args.steps1, val_every=args.val_every)
     base2 = load_train_config(args.params, 2, steps=args.steps2, val_every=args.val_every)
-    schedule = {"steps1": base1.steps, "steps2": base2.steps, "val_every": base1.val_every, "budget": args.budget}
-    ran_with = json.loads((work / "schedule.json").read_text()) if (work / "schedule.json").is_file() else None
-    if ran_with is not None and ran_with != schedule:  # finished variants are reused: they must match
-        raise SystemExit(f"{work} holds runs with another schedule ({ran_with}): use another --out")
-    write_json_atomic(work / "schedule.json", schedule)
+    claim(work / "schedule.json", {"steps1": base1.steps, "steps2": base2.steps, "val_every": base1.val_every,
+                                   "budget": args.budget}, "another schedule")
     rows = {}
     for name, change in VARIANTS.items():
         if args.variants and name.split(":")[0] not in args.variants:
@@ -141,8 +146,7 @@ def main() -> None:
         return
     (work / "table.json").write_text(json.dumps(rows, indent=2))
     print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} budget={args.budget} "
-          f"preset={base1.preset} "
-          f"({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
+          f"preset={base1.preset} ({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
           f"| AVSS F (present) |\n|{' --- |' * 9}")
     for name, m in rows.items():
