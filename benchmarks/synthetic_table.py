@@ -144,7 +144,7 @@ def main() -> None:
         print(f"{name}: {(time.perf_counter() - began) / 60:.1f} min", flush=True)
     if args.variants:
         return
-    (work / "table.json").write_text(json.dumps(rows, indent=2))
+    write_json_atomic(work / "table.json", rows)
     print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} budget={args.budget} "
           f"preset={base1.preset} ({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
