@@ -20,8 +20,12 @@ AVSBench form (mean over 71 classes) and over the classes present in the test se
 A variant whose metrics exist under --out is not run again, and an interrupted training resumes, so
 the table can be built in parts: e.g. `--variants full B` and `--variants A C` in two processes of one
 thread each (after one `--prepare`), then a last call with no --variants prints the whole table.
-Usage: python benchmarks/synthetic_table.py [--params params.yaml] [--steps1 N] [--steps2 N] [--out DIR]
-       [--budget total|per-stage] [--variants full A B N P C] [--threads N] [--prepare]
+`--set KEY=VALUE` changes one parameter of --params for this run (e.g. `--set synth.avss_classes=23`,
+`--set train.seed=1`). The folder records the parameters it ran with (params.json) and its schedule
+(schedule.json), and refuses a later call with others.
+Usage: python benchmarks/synthetic_table.py [--params params.yaml] [--set KEY=VALUE ...] [--steps1 N]
+       [--steps2 N] [--out DIR] [--budget total|per-stage] [--variants full A B N P C] [--threads N]
+       [--prepare]
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from components.common import read_params, write_json_atomic
+from components.common import StepError, write_json_atomic
 from components.evaluate.run import evaluate
 from components.features.proposals import RegionProposer
 from components.features.step import compute_features
@@ -86,15 +91,57 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                     folder / "report", folder / "metrics.json")
 
 
+def set_param(params: dict, assignment: str) -> None:
+    """Apply one `--set KEY=VALUE` to the parameters mapping `params` in place: KEY is a dotted path
+    (`synth.avss_classes`), VALUE is read as YAML (23, 0.5, true, text). The path must exist, except that
+    new keys may go under `train` (its own checks name unknown ones later). ValueError names what is
+    wrong."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {assignment!r}: expected KEY=VALUE")
+    *parents, leaf = key.split(".")
+    node = params
+    for depth, part in enumerate(parents):
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {key}: {'.'.join(parents[:depth + 1])} is not a section of the parameters")
+    if leaf not in node and parents[:1] != ["train"]:
+        raise ValueError(f"--set {key}: no such parameter")
+    node[leaf] = yaml.safe_load(text)
+
+
+def train_configs(params: dict, steps1: int | None, steps2: int | None,
+                  val_every: int | None) -> tuple[TrainConfig, TrainConfig]:
+    """Stage 1's and stage 2's TrainConfig from a parameters mapping (the `train` section, with the
+    given steps and validation interval where not None); ValueError saying what is invalid."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.json"  # the loader reads a file; JSON is YAML
+        path.write_text(json.dumps(params))
+        try:
+            return (load_train_config(path, 1, steps=steps1, val_every=val_every),
+                    load_train_config(path, 2, steps=steps2, val_every=val_every))
+        except StepError as exc:  # the caller names the parameters file, not this temporary one
+            raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+
+
+def differences(held: object, wanted: object, prefix: str = "") -> list[str]:
+    """Dotted keys at which two parameter mappings differ, e.g. ["train.seed: 0 -> 1"]."""
+    if isinstance(held, dict) and isinstance(wanted, dict):
+        return [line for key in sorted(set(held) | set(wanted), key=str)
+                for line in differences(held.get(key), wanted.get(key), f"{prefix}{key}.")]
+    return [] if held == wanted else [f"{prefix.rstrip('.')}: {held!r} -> {wanted!r}"]
+
+
 def claim(record: Path, stamp: dict, what: str, unrecorded_runs: bool = False) -> None:
-    """Record `stamp` in `record` (a JSON file in the --out folder), or exit naming the folder when the
-    record holds another one (`what`, e.g. "other data"). Finished variants under --out are reused, so
-    runs made otherwise must not mix in. unrecorded_runs: the folder already holds such runs but no
-    record, which is refused too. The record is written whole (temp file, rename), so parts started
-    together never read half of it."""
+    """Record `stamp` in `record` (a JSON file in the --out folder), or exit naming the folder and what
+    differs when the record holds another one (`what`, e.g. "other parameters"). Finished variants under
+    --out are reused, so runs made otherwise must not mix in. unrecorded_runs: the folder already holds
+    such runs but no record, which is refused too. The record is written whole (temp file, rename), so
+    parts started together never read half of it."""
     held = json.loads(record.read_text()) if record.is_file() else None
     if held != stamp and (held is not None or unrecorded_runs):
-        raise SystemExit(f"{record.parent} holds runs on {what} ({held or 'not recorded'}): use another --out")
+        found = "; ".join(differences(held, stamp)) if held is not None else "not recorded"
+        raise SystemExit(f"{record.parent} holds runs on {what} ({found}): use another --out")
     if held is None:
         write_json_atomic(record, stamp)
 
@@ -102,6 +149,8 @@ def claim(record: Path, stamp: dict, what: str, unrecorded_runs: bool = False) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one parameter of --params for this run (repeatable)")
     parser.add_argument("--size", help="default: synth.size of --params")
     parser.add_argument("--seed", type=int, help="default: synth.seed of --params")
     parser.add_argument("--steps1", type=int)
@@ -119,20 +168,27 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="avs-table-"))
     start = time.perf_counter()
-    synth = read_params(args.params, "synth")
-    args.size = args.size or synth["size"]
-    args.seed = synth["seed"] if args.seed is None else args.seed
-    knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
+    try:
+        params = yaml.safe_load(args.params.read_text())
+        for assignment in args.set:
+            set_param(params, assignment)
+        synth = params["synth"]
+        synth["size"] = args.size or synth["size"]
+        synth["seed"] = synth["seed"] if args.seed is None else args.seed
+        base1, base2 = train_configs(params, args.steps1, args.steps2, args.val_every)
+    except KeyError as exc:
+        raise SystemExit(f"{args.params}: no parameter {exc}") from None
+    except (OSError, yaml.YAMLError, TypeError, ValueError) as exc:
+        raise SystemExit(f"{args.params}: {exc}") from None
     data, features = work / "data", work / "features"
-    claim(work / "data.json", {"size": args.size, "seed": args.seed, **knobs}, "other data", data.is_dir())
+    claim(work / "params.json", params, "other parameters", data.is_dir())
+    knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
     if not data.is_dir():
-        generate(data, resolve_config(args.size, **knobs), seed=args.seed)
+        generate(data, resolve_config(synth["size"], **knobs), seed=synth["seed"])
     if not features.is_dir():
         compute_features(data, features, RegionProposer())
     if args.prepare:
         return
-    base1 = load_train_config(args.params, 1, steps=args.steps1, val_every=args.val_every)
-    base2 = load_train_config(args.params, 2, steps=args.steps2, val_every=args.val_every)
     claim(work / "schedule.json", {"steps1": base1.steps, "steps2": base2.steps, "val_every": base1.val_every,
                                    "budget": args.budget}, "another schedule")
     rows = {}
@@ -145,7 +201,7 @@ def main() -> None:
     if args.variants:
         return
     write_json_atomic(work / "table.json", rows)
-    print(f"size={args.size} seed={args.seed} steps={base1.steps}/{base2.steps} budget={args.budget} "
+    print(f"size={synth['size']} seed={synth['seed']} steps={base1.steps}/{base2.steps} budget={args.budget} "
           f"preset={base1.preset} ({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
           f"| AVSS F (present) |\n|{' --- |' * 9}")
