@@ -77,7 +77,7 @@ SIZES: dict[str, SynthConfig] = {
     "tiny": SynthConfig(64, {"s4": (4, 2, 2), "ms3": (3, 2, 2), "v1s": (3, 2, 2), "v1m": (2, 2, 2),
                              "v2": (2, 1, 1)}, s4_categories=4, avss_classes=6),
     "demo": SynthConfig(128, {"s4": (96, 24, 24), "ms3": (48, 16, 16), "v1s": (48, 16, 16),
-                              "v1m": (32, 12, 12), "v2": (24, 8, 8)}, s4_categories=8, avss_classes=8),
+                              "v1m": (32, 12, 12), "v2": (24, 8, 8)}, s4_categories=23, avss_classes=23),
     "large": SynthConfig(224, {"s4": (690, 148, 148), "ms3": (148, 32, 32), "v1s": (400, 80, 80),
                                "v1m": (200, 40, 40), "v2": (300, 60, 60)}),
 }
