@@ -86,7 +86,7 @@ def avss_scores(pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray,
     are averaged over the frames where its union is non-empty, and the means are taken over all
     `num_classes` classes (a class never seen counts 0). Pixels where gt == ignore_index are skipped.
     The "_present" forms average only over the classes that occur in the ground truth: on a set with
-    fewer than 71 classes (the synthetic demo has 20) the AVSBench form cannot exceed (classes + 1) / 71.
+    fewer than 71 classes (the synthetic demo has 23) the AVSBench form cannot exceed (classes + 1) / 71.
     Returns {"miou", "fscore", "miou_no_bg", "fscore_no_bg", "miou_present", "fscore_present",
     "per_class_iou": list}.
     """
