@@ -1,5 +1,6 @@
 """Training end to end on the tiny synthetic set: resume after SIGKILL gives the same result, 2-process DDP,
-predict-masks -> stage 2 -> evaluate, and the gate's decisions."""
+predict-masks -> stage 2 -> evaluate, and the gate's decisions; on GPUs, bf16 training and NCCL DDP (skipped
+without them)."""
 
 from __future__ import annotations
 
@@ -262,3 +263,38 @@ def test_audio_pretrain_sources_must_be_a_whole_number_from_one(tmp_path: Path, 
     params.write_text(yaml.safe_dump({"train": {"stage1": {"audio_pretrain_sources": 2.0}}}))  # as KFP passes 2
     sources = load_train_config(params, 1).audio_pretrain_sources
     assert sources == 2 and isinstance(sources, int)
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_gpu_training_in_bf16_writes_a_float32_checkpoint_that_cpu_can_use(workspace: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "gpu"
+    proc = subprocess.run(_train_cmd(workspace, out, extra=("--steps", "4")), env=_env(), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and torch.isfinite(torch.tensor(summary["final_loss"]))
+    saved = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    floats = [t for t in saved["model"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in floats)
+    cpu_only = {**_env(), "CUDA_VISIBLE_DEVICES": ""}
+    priors = tmp_path / "priors"
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "predict-masks", "--data", str(workspace["data"]),
+                           "--features", str(workspace["features"]), "--model", str(out / "best.pt"), "--out",
+                           str(priors)], env=cpu_only, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((priors / "avss").glob("*.pt"))) == 17
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_process_ddp_over_nccl(workspace: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "nccl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+           "-m", "components.cli", *_train_cmd(workspace, out, extra=("--steps", "4"))[3:]]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
