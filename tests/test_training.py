@@ -48,8 +48,11 @@ def _train_cmd(ws: dict[str, Path], out: Path, stage: int = 1, extra: tuple[str,
             "--features", str(ws["features"]), "--out", str(out), "--params", str(params or ws["params"]), *extra]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+def _env(gpus: bool = False) -> dict[str, str]:
+    """The environment of a training subprocess: one thread, and no GPU unless `gpus` (training takes any GPU
+    it sees, and NCCL with it, so the CPU tests, the SIGKILL one's bitwise equality included, hide them)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return env if gpus else {**env, "CUDA_VISIBLE_DEVICES": ""}
 
 
 def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path]) -> None:
@@ -84,9 +87,7 @@ def test_two_process_ddp(workspace: dict[str, Path], tmp_path: Path, backend: st
     port = {"gloo": "29517", "nccl": "29518"}[backend]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "components.cli", *_train_cmd(workspace, out, extra=("--steps", "4"))[3:]]
-    # training takes NCCL whenever it sees a GPU: hide them for the gloo run
-    env = _env() if backend == "nccl" else {**_env(), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=_env(gpus=backend == "nccl"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
@@ -270,25 +271,21 @@ def test_audio_pretrain_sources_must_be_a_whole_number_from_one(tmp_path: Path, 
     assert sources == 2 and isinstance(sources, int)
 
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@needs_gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_in_bf16_writes_a_float32_checkpoint_that_cpu_can_use(workspace: dict[str, Path],
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "gpu"
-    proc = subprocess.run(_train_cmd(workspace, out, extra=("--steps", "4")), env=_env(), capture_output=True,
-                          text=True)
+    proc = subprocess.run(_train_cmd(workspace, out, extra=("--steps", "4")), env=_env(gpus=True),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and torch.isfinite(torch.tensor(summary["final_loss"]))
     saved = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     floats = [t for t in saved["model"].values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in floats)
-    cpu_only = {**_env(), "CUDA_VISIBLE_DEVICES": ""}
     priors = tmp_path / "priors"
     proc = subprocess.run([sys.executable, "-m", "components.cli", "predict-masks", "--data", str(workspace["data"]),
                            "--features", str(workspace["features"]), "--model", str(out / "best.pt"), "--out",
-                           str(priors)], env=cpu_only, capture_output=True, text=True)
+                           str(priors)], env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((priors / "avss").glob("*.pt"))) == 17
