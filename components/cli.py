@@ -67,6 +67,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain_visual(args: argparse.Namespace) -> int:
+    from components.common import read_params
+    from components.train.visual_pretrain import pretrain_visual
+    from model.config import get_config
+
+    section = read_params(args.params, "pretrain_visual")
+    known = {"steps", "batch", "lr", "images", "seed"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise StepError(f"{args.params}: unknown pretrain_visual parameter(s) {', '.join(unknown)}")
+    train = read_params(args.params, "train")
+    try:  # the backbone the training stages build: the preset's, or train.model.backbone
+        backbone = (train.get("model") or {}).get("backbone") or get_config(train["preset"]).backbone
+        size = int(train["input_size"])
+    except KeyError as exc:
+        raise StepError(f"{args.params}: train.{exc.args[0]} is needed to know what to pretrain") from None
+    report = pretrain_visual(backbone, size, args.out, **section)
+    print(f"pretrain-visual: {backbone} at {size} px, {report['steps']} steps in {report['seconds']:.0f} s, "
+          f"val accuracy on object pixels: colour {report['val_colour_accuracy']:.3f}, shape "
+          f"{report['val_shape_accuracy']:.3f}, both {report['val_look_accuracy']:.3f} -> {args.out}")
+    return 0
+
+
 def _cmd_predict_masks(args: argparse.Namespace) -> int:
     from components.train.masks import predict_masks
 
@@ -273,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("pretrain-visual", help="the stand-in for an ImageNet checkpoint: the image backbone "
+                       "learns the object looks on rendered images")
+    p.add_argument("--out", type=Path, required=True, help="weights file to write (a timm state dict)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="parameters file (sections 'pretrain_visual' and 'train': preset, input_size)")
+    p.set_defaults(func=_cmd_pretrain_visual)
 
     p = sub.add_parser("predict-masks", help="stage-1 foreground probabilities (the stage-2 prior) for every split")
     p.add_argument("--data", type=Path, required=True)

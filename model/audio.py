@@ -100,3 +100,22 @@ def load_ced_weights(model: AudioTransformer, path: str | Path) -> None:
     if missing:
         raise ValueError(f"{path}: missing {len(missing)} audio-transformer tensors, e.g. {missing[:3]}")
     model.load_state_dict({k: cleaned[k] for k in own})
+
+
+class ClassTokens(nn.Module):
+    """The label oracle's stand-in for the audio encoder: which classes sound, instead of what is heard.
+
+    Input float [BT, num_classes] (multi-hot: the classes sounding in each frame's second); output
+    [BT, tokens, d_model]: one learned embedding of the class set plus a learned per-token offset, so
+    the rest of the network (GTAVM, queries, decoder) runs unchanged. Used only by the diagnostics, to
+    measure what the visual side reaches when hearing is perfect.
+    """
+
+    def __init__(self, num_classes: int, tokens: int, d_model: int):
+        super().__init__()
+        self.embed = nn.Linear(num_classes, d_model)
+        self.token_embed = nn.Parameter(torch.randn(tokens, d_model) * 0.02)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, classes: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.embed(classes)[:, None, :] + self.token_embed)

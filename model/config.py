@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+ORACLE_CLASSES = 71   # width of the label oracle's audio input: the AVSS classes, background included
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -19,7 +21,13 @@ class ModelConfig:
     for AVSS). gtavm: "before" (on backbone features, PVT variant), "after" (on pixel-decoder outputs,
     R50 variant) or "off". queries: "ntavs" (2 x 72 audio queries), "aavs" (learned queries, cosine-weighted
     audio added), "trivial" (learned queries plus the averaged audio). maskige: the Siamese maskige branch.
-    prior: the Stepping Stones stage-2 prior inputs.
+    prior: the Stepping Stones stage-2 prior inputs. audio_input: "logmel" (the audio transformer) or
+    "classes" (the label oracle of the diagnostics: a multi-hot of the sounding AVSS classes per frame,
+    `ORACLE_CLASSES` wide, replaces the audio). semantic_weight: weight of an extra loss on the
+    per-pixel class probabilities that evaluation reads (`semantic_map`); 0 (the papers' recipe) is off.
+    match_copies: queries matched to each target (1: one-to-one, the papers' Hungarian matching; k > 1:
+    each target matched to k queries).
+    region_targets: one target per maskige region (see `criterion.region_targets`) instead of one per class.
     """
 
     backbone: str = "pvt_v2_b5"
@@ -34,6 +42,7 @@ class ModelConfig:
     audio_scales: int = 3
     audio_frozen: bool = True
     audio_weights: str | None = None
+    audio_input: str = "logmel"
     # GTAVM
     gtavm: str = "before"
     gtavm_heads: int = 8
@@ -61,6 +70,9 @@ class ModelConfig:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
+    semantic_weight: float = 0.0
+    match_copies: int = 1
+    region_targets: bool = False
 
     @property
     def audio_tokens(self) -> int:
@@ -73,7 +85,8 @@ class ModelConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
-        choices = {"gtavm": ("before", "after", "off"), "queries": ("ntavs", "aavs", "trivial")}
+        choices = {"gtavm": ("before", "after", "off"), "queries": ("ntavs", "aavs", "trivial"),
+                   "audio_input": ("logmel", "classes")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")

@@ -5,6 +5,11 @@ mask; pixels labelled `ignore_index` belong to no target). Matching cost = 2 * c
 on points sampled uniformly; losses = weighted CE (no-object weight 0.1) + BCE + dice on points chosen by
 importance sampling (oversample 3, 75% most uncertain), summed over the initial and every layer's
 prediction. Frames without ground truth take no loss.
+
+With `semantic_weight` > 0 every prediction also takes `semantic_loss`: cross-entropy and dice on the
+per-pixel class probabilities that evaluation thresholds (`semantic_map`, the sum over all queries). The
+matched-query losses train only the few matched queries; the evaluated map also sums the unmatched ones,
+whose "no object" probability is never exactly 1, so without this term training and evaluation disagree.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from model.config import ModelConfig
+from model.ntavs import semantic_map
 
 
 def point_sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -28,6 +34,38 @@ def semantic_targets(labels: torch.Tensor, ignore_index: int = 255) -> tuple[tor
     classes = labels.unique()
     classes = classes[classes != ignore_index]
     return classes, (labels[None] == classes[:, None, None]).float()
+
+
+def region_targets(labels: torch.Tensor, regions: torch.Tensor, ignore_index: int = 255,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One target per region of the frame's class-agnostic masks (the maskige), instead of one per class.
+
+    labels int [H, W] (class per pixel, `ignore_index` for none); regions int [H, W] (region id per pixel,
+    0 for none). Each region takes the class most of its labelled pixels have, and its mask is those
+    pixels; labelled pixels left over (outside every region, or of another class than their region's)
+    form one more target per class. The targets partition the labelled pixels, so their classes paint
+    the same label map as `semantic_targets`; what changes is that every object is a target of its own:
+    a query segments one object and its class says whether that object sounds, where one query per class
+    would have to find every sounding object in one mask. Returns (classes int64 [K], masks float [K, H, W]).
+    """
+    valid = labels != ignore_index
+    classes, masks = [], []
+    left = valid.clone()
+    for region in regions.unique().tolist():
+        inside = (regions == region) & valid
+        if region == 0 or not inside.any():
+            continue
+        cls = int(labels[inside].bincount().argmax())
+        mask = inside & (labels == cls)
+        classes.append(cls)
+        masks.append(mask)
+        left &= ~mask
+    for cls in labels[left].unique().tolist():
+        classes.append(cls)
+        masks.append(left & (labels == cls))
+    if not masks:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, *labels.shape)
+    return torch.tensor(classes, dtype=torch.long), torch.stack(masks).float()
 
 
 def _uncertain_points(logits: torch.Tensor, num: int, oversample: float, importance: float) -> torch.Tensor:
@@ -48,11 +86,34 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (1 - (2 * (p * labels).sum(-1) + 1) / (p.sum(-1) + labels.sum(-1) + 1)).sum()
 
 
+def semantic_loss(prediction: dict[str, torch.Tensor], labels: torch.Tensor, ignore_index: int = 255,
+                  ) -> torch.Tensor:
+    """Cross-entropy + dice of the evaluated class probabilities against label maps.
+
+    prediction: "pred_logits" [N, Q, C + 1], "pred_masks" [N, Q, h, w]; labels int64 [N, H, W] (ignore
+    `ignore_index`). The probabilities are `semantic_map(prediction, (H, W), resize_scores=True)`
+    [N, C, H, W], which sum to 1 per pixel. Dice is averaged over the (frame, class) pairs present in the
+    labels. Returns a scalar.
+    """
+    probs = semantic_map(prediction, tuple(labels.shape[-2:]), resize_scores=True)
+    valid = labels != ignore_index
+    nll = F.nll_loss(probs.clamp_min(1e-6).log(), labels, ignore_index=ignore_index)
+    num_classes = probs.shape[1]
+    target = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    weight = valid[:, None].to(probs.dtype)
+    inter = (probs * target * weight).flatten(2).sum(-1)                         # [N, C]
+    sums = ((probs + target) * weight).flatten(2).sum(-1)
+    present = (target * weight).flatten(2).sum(-1) > 0
+    dice = 1 - (2 * inter + 1) / (sums + 1)
+    return nll + dice[present].mean() if present.any() else nll
+
+
 class SetCriterion(nn.Module):
     """Loss of a list of predictions against label maps.
 
-    forward(predictions, labels [B*T, H, W] int64 (ignore 255), has_gt bool [B*T]) -> dict with "loss" (the
-    weighted total) and the unweighted "loss_ce", "loss_mask", "loss_dice" of the last prediction.
+    forward(predictions, labels [B*T, H, W] int64 (ignore 255), has_gt bool [B*T], regions [B*T, H, W] (needed
+    with cfg.region_targets)) -> dict with "loss" (the weighted total) and the unweighted "loss_ce",
+    "loss_mask", "loss_dice" of the last prediction.
     """
 
     def __init__(self, cfg: ModelConfig, ignore_index: int = 255):
@@ -65,7 +126,8 @@ class SetCriterion(nn.Module):
 
     @torch.no_grad()
     def match(self, prediction: dict[str, torch.Tensor], targets: list[tuple[torch.Tensor, torch.Tensor]]):
-        """Per frame, (query indices, target indices) minimising the matching cost."""
+        """Per frame, (query indices, target indices) minimising the matching cost; with cfg.match_copies k
+        each target index appears k times (k distinct queries), as far as the queries go round."""
         cfg, out = self.cfg, []
         for logits, masks, (classes, target_masks) in zip(prediction["pred_logits"], prediction["pred_masks"],
                                                           targets, strict=True):
@@ -79,8 +141,10 @@ class SetCriterion(nn.Module):
             p = pred.sigmoid()
             cost_dice = 1 - (2 * p @ tgt.T + 1) / (p.sum(-1)[:, None] + tgt.sum(-1)[None, :] + 1)
             cost = cfg.class_weight * cost_class + cfg.mask_weight * cost_bce + cfg.dice_weight * cost_dice
-            rows, cols = linear_sum_assignment(cost.float().cpu().numpy())
-            out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+            # one-to-many: each target repeated `copies` times in the assignment (as many as the queries allow)
+            copies = max(1, min(cfg.match_copies, len(masks) // max(len(classes), 1)))
+            rows, cols = linear_sum_assignment(cost.float().cpu().numpy().repeat(copies, axis=1))
+            out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols // copies, dtype=torch.long)))
         return out
 
     def _losses(self, prediction, targets):
@@ -105,12 +169,17 @@ class SetCriterion(nn.Module):
         return loss_ce, loss_mask, loss_dice
 
     def forward(self, predictions: list[dict[str, torch.Tensor]], labels: torch.Tensor, has_gt: torch.Tensor,
-                ) -> dict[str, torch.Tensor]:
+                regions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         keep = has_gt.nonzero().flatten()
         if len(keep) == 0:  # nothing annotated: a zero that still belongs to the graph
             zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() for p in predictions) * 0.0
             return {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
-        targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
+        if self.cfg.region_targets:
+            if regions is None:
+                raise ValueError("this criterion uses region targets (cfg.region_targets): pass regions [B*T, H, W]")
+            targets = [region_targets(labels[i], regions[i], self.ignore_index) for i in keep.tolist()]
+        else:
+            targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
         targets = [(c.to(labels.device), m.to(predictions[0]["pred_masks"].dtype)) for c, m in targets]
         total = 0.0
         for prediction in predictions:
@@ -118,5 +187,7 @@ class SetCriterion(nn.Module):
             loss_ce, loss_mask, loss_dice = self._losses(selected, targets)
             total = total + self.cfg.class_weight * loss_ce + self.cfg.mask_weight * loss_mask \
                 + self.cfg.dice_weight * loss_dice
+            if self.cfg.semantic_weight > 0:
+                total = total + self.cfg.semantic_weight * semantic_loss(selected, labels[keep], self.ignore_index)
         return {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
                 "loss_dice": loss_dice.detach()}

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.audio import AudioEncoder
+from model.audio import AudioEncoder, ClassTokens
 from model.backbone import Backbone
-from model.config import ModelConfig
+from model.config import ORACLE_CLASSES, ModelConfig
 from model.fusion import MaskigeFusion, PriorInputs
 from model.gtavm import GTAVM
 from model.pixel_decoder import PixelDecoder
@@ -21,7 +21,8 @@ class AVSegmenter(nn.Module):
     """forward(frames, audio, maskige=None, prior=None) -> list of predictions (initial first).
 
     frames  float [B, T, 3, H, W] (normalised images; H, W divisible by 32)
-    audio   float [B, T, scales, 96, 64] (log-mel examples, one per frame)
+    audio   float [B, T, scales, 96, 64] (log-mel examples, one per frame); with cfg.audio_input
+            "classes" (the label oracle) float [B, T, 71], the multi-hot of the sounding classes
     maskige float [B, T, 3, H, W], needed when cfg.maskige
     prior   float [B, T, H, W] foreground probability in [0, 1], needed when cfg.prior (stage 2)
     Each prediction: "pred_logits" [B*T, Q, C + 1], "pred_masks" [B*T, Q, H/4, W/4].
@@ -36,8 +37,11 @@ class AVSegmenter(nn.Module):
         if cfg.maskige:
             self.maskige_backbone = Backbone(cfg.backbone, d, cfg.backbone_weights)
             self.maskige_fusion = MaskigeFusion(d)
-        self.audio = AudioEncoder(cfg.audio_dim, cfg.audio_depth, cfg.audio_heads, cfg.audio_patch, d,
-                                  cfg.audio_frozen, cfg.audio_weights)
+        if cfg.audio_input == "classes":
+            self.audio = ClassTokens(ORACLE_CLASSES, cfg.audio_tokens, d)
+        else:
+            self.audio = AudioEncoder(cfg.audio_dim, cfg.audio_depth, cfg.audio_heads, cfg.audio_patch, d,
+                                      cfg.audio_frozen, cfg.audio_weights)
         if cfg.gtavm != "off":
             self.gtavm = GTAVM(d, cfg.gtavm_heads, cfg.gtavm_mix)
         self.pixel_decoder = PixelDecoder(d, cfg.encoder_layers, cfg.encoder_heads, cfg.encoder_points,
@@ -95,16 +99,20 @@ class AVSegmenter(nn.Module):
 
 
 def semantic_map(prediction: dict[str, torch.Tensor], size: tuple[int, int] | None = None,
-                 normalize: bool = True) -> torch.Tensor:
+                 normalize: bool = True, resize_scores: bool = False) -> torch.Tensor:
     """Per-class scores [B*T, C, H, W] = einsum(softmax(class)[..., :-1], sigmoid(mask)), optionally resized.
 
     The Mask2Former sum over queries is unbounded; with `normalize` each pixel's scores are divided by
     their sum, giving class probabilities. For 2-class models channel 1 is then the sounding-object
-    probability the S4/MS3 metrics threshold at 0.5; AVSS takes the argmax.
+    probability the S4/MS3 metrics threshold at 0.5; AVSS takes the argmax. The mask logits are resized
+    to `size` before the sum (what evaluation reads); `resize_scores` resizes the C summed scores instead
+    of the Q masks, a close and much cheaper form for the training loss (C = 2 or 71 against Q = 144).
     """
     masks = prediction["pred_masks"]
-    if size is not None:
+    if size is not None and not resize_scores:
         masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
     probs = prediction["pred_logits"].softmax(-1)[..., :-1]
     scores = torch.einsum("bqc,bqhw->bchw", probs, masks.sigmoid())
+    if size is not None and resize_scores:
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
     return scores / scores.sum(1, keepdim=True).clamp(min=1e-6) if normalize else scores

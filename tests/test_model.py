@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import PRESETS, create_model, get_config
-from model.criterion import SetCriterion, semantic_targets
+from model.criterion import SetCriterion, region_targets, semantic_loss, semantic_targets
 from model.fusion import SILENT, SOUNDING, UNCERTAIN, PriorInputs, prior_states
 from model.gtavm import GTAVMBlock
 from model.ntavs import semantic_map
@@ -180,6 +180,67 @@ def test_criterion_matching_and_frames_without_ground_truth() -> None:
     none = crit([{"pred_logits": logits, "pred_masks": leaf}], labels, torch.tensor([False, False]))
     none["loss"].backward()
     assert none["loss"].item() == 0 and not leaf.grad.any()
+
+
+def test_region_targets_split_each_class_into_its_regions() -> None:
+    """Two sounding objects and a silent one: three regions plus the backdrop; the targets partition the
+    labelled pixels and paint the same label map as the per-class targets."""
+    labels = torch.zeros(16, 16, dtype=torch.long)
+    regions = torch.ones(16, 16, dtype=torch.long)                  # region 1: the backdrop
+    labels[2:6, 2:6], regions[2:6, 2:6] = 1, 2                      # sounding object A
+    labels[10:14, 10:14], regions[10:14, 10:14] = 1, 3              # sounding object B
+    regions[2:4, 10:14] = 4                                         # a silent object: background label
+    labels[5, 2:6] = 255                                            # ignored pixels stay out of every target
+    labels[0, 0] = 1                                                # a sounding pixel in the backdrop region
+    classes, masks = region_targets(labels, regions)
+    assert sorted(classes.tolist()) == [0, 0, 1, 1, 1]              # backdrop, silent object, A, B, leftover
+    assert torch.equal(masks.sum(0), (labels != 255).float())       # a partition of the labelled pixels
+    painted = (masks * classes[:, None, None].float()).sum(0)
+    sem_classes, sem_masks = semantic_targets(labels)
+    assert torch.equal(painted, (sem_masks * sem_classes[:, None, None].float()).sum(0))
+    by_area = {int(m.sum()): int(c) for c, m in zip(classes, masks, strict=True)}
+    assert by_area == {12: 1, 16: 1, 1: 1, 8: 0, 215: 0}  # A (a row ignored), B, the
+    # sounding pixel left over in the backdrop region, the silent object, the rest of the backdrop
+    no_regions = region_targets(labels, torch.zeros_like(regions))
+    assert sorted(no_regions[0].tolist()) == [0, 1]                 # no regions: one target per class
+
+
+def test_one_to_many_matching_gives_each_target_k_queries() -> None:
+    cfg = get_config("tiny", train_points=256, match_copies=3)
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, 4:12, 4:12] = 1
+    prediction = {"pred_logits": torch.randn(1, 10, 3), "pred_masks": torch.randn(1, 10, 4, 4)}
+    rows, cols = SetCriterion(cfg).match(prediction, [semantic_targets(labels[0])])[0]
+    assert sorted(cols.tolist()) == [0, 0, 0, 1, 1, 1] and len(set(rows.tolist())) == 6
+    few = {"pred_logits": torch.randn(1, 4, 3), "pred_masks": torch.randn(1, 4, 4, 4)}   # 4 queries, 2 targets
+    rows, cols = SetCriterion(cfg).match(few, [semantic_targets(labels[0])])[0]
+    assert sorted(cols.tolist()) == [0, 0, 1, 1]                    # as many copies as the queries allow
+
+
+def test_semantic_loss_reads_the_evaluated_map() -> None:
+    """Low for a prediction whose summed map is the label map, high for its opposite, blind to ignored
+    pixels, and its gradient reaches every query (the unmatched ones too)."""
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[:, 4:12, 4:12] = 1
+    logits = torch.full((2, 6, 3), -6.0)
+    logits[:, :3, 1] = 6.0                                          # queries 0-2: object
+    logits[:, 3:, 0] = 6.0                                          # queries 3-5: background
+    masks = torch.full((2, 6, 16, 16), -6.0)                        # at the labels' size: nothing blurred
+    masks[:, :3, 4:12, 4:12] = 6.0
+    masks[:, 3:] = 6.0
+    masks[:, 3:, 4:12, 4:12] = -6.0
+    right = semantic_loss({"pred_logits": logits, "pred_masks": masks}, labels)
+    wrong = semantic_loss({"pred_logits": logits, "pred_masks": -masks}, labels)
+    assert right < 0.05 and wrong > 2.0
+    ignored = labels.clone()
+    ignored[:, :4] = 255
+    flipped = masks.clone()
+    flipped[:, :, :4] = -flipped[:, :, :4]                          # wrong only where labels are ignored
+    assert semantic_loss({"pred_logits": logits, "pred_masks": flipped}, ignored) == pytest.approx(
+        semantic_loss({"pred_logits": logits, "pred_masks": masks}, ignored).item(), abs=1e-4)
+    leaf = torch.zeros(2, 6, 16, 16, requires_grad=True)
+    semantic_loss({"pred_logits": logits, "pred_masks": leaf}, labels).backward()
+    assert leaf.grad.flatten(2).abs().sum(-1).gt(0).all()
 
 
 @pytest.mark.slow

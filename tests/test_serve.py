@@ -461,3 +461,37 @@ def test_probes_metrics_and_status_with_token_auth(server: dict) -> None:
         text = response.read().decode()
     assert "ts_inference_requests_total" in text or "Requests2XX" in text
     assert main(["serve", "status", "--run-dir", str(server["run_dir"])]) == 0
+
+
+@pytest.mark.slow
+def test_the_served_archive_scores_what_avs_evaluate_scores(server: dict, models: dict, tmp_path) -> None:
+    """The packaged archive in a real TorchServe, sent every S4 and MS3 test clip as frames + WAV, reaches the
+    foreground mIoU against the ground truth that `avs evaluate` reports for those clips (within 0.01): the
+    archive is the evaluated model, with the evaluated preprocessing."""
+    import numpy as np
+
+    from components.avsbench.layout import list_clips
+    from components.avsbench.reader import read_target
+    from components.evaluate.run import evaluate
+    from components.serve.client import Client, masks_of
+    from model.metrics import s4_miou
+
+    metrics = evaluate(models["data"], models["features"], models["stage1"], models["stage2"], models["priors"],
+                       tmp_path / "report", tmp_path / "evaluation.json")
+    client = Client(f"http://127.0.0.1:{server['ports'][0]}", key_file=server["run_dir"] / "key_file.json")
+    for subset in ("s4", "ms3"):
+        served, truth = [], []
+        for files in list_clips(models["data"], subset, "test"):
+            answer = client.predict_frames([p.read_bytes() for p in files.frames], files.audio.read_bytes())
+            masks = masks_of(answer)
+            assert len(masks) == files.num_frames
+            for t, mask in enumerate(masks):
+                target = read_target(files, t)
+                if target is not None:
+                    served.append(mask["foreground"])
+                    truth.append(target == 1)
+        served_fg, truth_fg = np.stack(served), np.stack(truth)
+        # a model that marks nothing (or everything) would agree with any evaluation: this one does neither
+        assert 0.01 < served_fg.mean() < 0.99, (subset, served_fg.mean())
+        assert s4_miou(served_fg.astype(np.float32), truth_fg) == pytest.approx(metrics[subset]["test"]["miou"],
+                                                                                abs=0.01), subset

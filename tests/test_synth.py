@@ -96,8 +96,9 @@ def test_objects_move_and_multi_source_clips_mix_sources() -> None:
 
 def test_audio_blind_baseline_is_well_below_perfect_and_the_knob_controls_it() -> None:
     scores = audio_blind_scores(resolve_config("tiny"), seed=0, splits=("train", "val", "test"))
-    for part, (miou, perfect) in scores.items():
+    for part, (miou, perfect, present) in scores.items():
         assert miou < 0.8 * perfect, (part, miou, perfect)
+        assert present >= miou and (present == miou) == (part in ("s4", "ms3")), part
     easy = audio_blind_scores(resolve_config("tiny", min_distractors=0, max_distractors=0), seed=0,
                               splits=("train", "val", "test"))
     assert easy["s4"][0] == pytest.approx(1.0)

@@ -7,6 +7,7 @@ every object, and loses every pixel of the silent distractors.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,12 +16,21 @@ from components.synth.generate import SynthConfig, iter_clips
 from model.metrics import avss_scores, s4_miou
 
 
+class Baseline(NamedTuple):
+    """The audio-blind score of one part: mIoU, the mIoU of a perfect prediction, and (AVSS) the mIoU over
+    the classes present in the ground truth (for S4/MS3 the same as mIoU)."""
+
+    miou: float
+    perfect: float
+    present: float
+
+
 def audio_blind_scores(cfg: SynthConfig, seed: int = 0, splits: tuple[str, ...] = ("test",),
-                       ) -> dict[str, tuple[float, float]]:
+                       ) -> dict[str, Baseline]:
     """mIoU of predicting every visible object as sounding, per part, on the annotated frames.
 
-    Returns part -> (baseline mIoU, mIoU of a perfect prediction) for "s4", "ms3", "avss", "v1s", "v1m",
-    "v2". S4/MS3 use `s4_miou` (binary, perfect = 1); AVSS parts use `avss_scores(...)["miou"]` with each
+    Returns part -> Baseline(mIoU, mIoU of a perfect prediction, present-class mIoU) for "s4", "ms3", "avss",
+    "v1s", "v1m", "v2". S4/MS3 use `s4_miou` (binary, perfect = 1); AVSS parts use `avss_scores(...)["miou"]` with each
     object given its true class; its perfect score is below 1 because the metric averages over all 71
     classes and counts classes absent from the data as 0.
     """
@@ -37,10 +47,13 @@ def audio_blind_scores(cfg: SynthConfig, seed: int = 0, splits: tuple[str, ...] 
             semantic["avss"].append(pair)
         else:
             binary[clip.part].append(((scene.instances >= 0)[keep].astype(np.float32), scene.sounding_mask()[keep]))
-    scores = {part: (s4_miou(np.concatenate([p for p, _ in pairs]), np.concatenate([g for _, g in pairs])), 1.0)
-              for part, pairs in binary.items()}
+    scores = {}
+    for part, pairs in binary.items():
+        miou = s4_miou(np.concatenate([p for p, _ in pairs]), np.concatenate([g for _, g in pairs]))
+        scores[part] = Baseline(miou, 1.0, miou)
     for part, pairs in semantic.items():
         pred = np.concatenate([p.reshape(-1, *p.shape[-2:]) for p, _ in pairs])
         gt = np.concatenate([g.reshape(-1, *g.shape[-2:]) for _, g in pairs])
-        scores[part] = (avss_scores(pred, gt)["miou"], avss_scores(gt, gt)["miou"])
+        blind = avss_scores(pred, gt)
+        scores[part] = Baseline(blind["miou"], avss_scores(gt, gt)["miou"], blind["miou_present"])
     return scores

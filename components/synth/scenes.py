@@ -45,7 +45,7 @@ class Scene:
         return np.where(keep, cls, 0)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A muted two-colour gradient with mild blotches, float32 [H, W, 3]."""
     c0, c1 = rng.uniform(50, 140, size=(2, 3))
     angle = rng.uniform(0, np.pi)
@@ -99,6 +99,32 @@ def _schedule(rng: np.random.Generator, num_sources: int, num_objects: int, step
     return sounding
 
 
+def paint_objects(rng: np.random.Generator, background: np.ndarray, instances: np.ndarray, classes: np.ndarray,
+                  radii: np.ndarray, centres: np.ndarray, order: np.ndarray, tint: np.ndarray) -> np.ndarray:
+    """One frame: the objects painted over `background` (float32 [H, W, 3], left unchanged), plus sensor noise.
+
+    classes int [N] (AVSS indices 1..70), radii float [N] (pixels), centres float [N, 2] (x, y), order: the
+    drawing order (later objects occlude earlier ones), tint float [N] (brightness factors). `instances`
+    (int [H, W], filled in place) receives each painted pixel's object index. Returns uint8 [H, W, 3].
+    """
+    height, width = background.shape[:2]
+    img = background.copy()
+    for i in order:
+        look = look_of(int(classes[i]))
+        r = radii[i]
+        x0, x1 = max(0, int(centres[i, 0] - r) - 1), min(width, int(centres[i, 0] + r) + 2)
+        y0, y1 = max(0, int(centres[i, 1] - r) - 1), min(height, int(centres[i, 1] + r) + 2)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        u, v = (xx + 0.5 - centres[i, 0]) / r, (yy + 0.5 - centres[i, 1]) / r
+        inside = shape_mask(look.shape, u, v)
+        shade = texture_shade(look.texture, u, v)[..., None]
+        patch = img[y0:y1, x0:x1]
+        patch[inside] = np.clip(look.colour * tint[i] * shade, 0, 255)[inside]
+        instances[y0:y1, x0:x1][inside] = i
+    img += rng.normal(0, 3.0, size=img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def render_scene(rng: np.random.Generator, source_classes: list[int], distractor_classes: list[int],
                  steps: int, height: int, width: int, noise_level: float, changing: bool = False,
                  radius: tuple[float, float] = (0.11, 0.2)) -> Scene:
@@ -115,26 +141,12 @@ def render_scene(rng: np.random.Generator, source_classes: list[int], distractor
     pos = _trajectories(rng, radii, steps, height, width)
     order = rng.permutation(n)  # drawing order: later objects occlude earlier ones
     tint = rng.uniform(0.85, 1.1, size=n)
-    bg = _background(rng, height, width)
+    bg = background(rng, height, width)
 
     frames = np.empty((steps, height, width, 3), np.uint8)
     instances = np.full((steps, height, width), -1, np.int16)
     for t in range(steps):
-        img = bg.copy()
-        for i in order:
-            look = look_of(int(classes[i]))
-            r = radii[i]
-            x0, x1 = max(0, int(pos[i, t, 0] - r) - 1), min(width, int(pos[i, t, 0] + r) + 2)
-            y0, y1 = max(0, int(pos[i, t, 1] - r) - 1), min(height, int(pos[i, t, 1] + r) + 2)
-            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-            u, v = (xx + 0.5 - pos[i, t, 0]) / r, (yy + 0.5 - pos[i, t, 1]) / r
-            inside = shape_mask(look.shape, u, v)
-            shade = texture_shade(look.texture, u, v)[..., None]
-            patch = img[y0:y1, x0:x1]
-            patch[inside] = np.clip(look.colour * tint[i] * shade, 0, 255)[inside]
-            instances[t, y0:y1, x0:x1][inside] = i
-        img += rng.normal(0, 3.0, size=img.shape).astype(np.float32)
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+        frames[t] = paint_objects(rng, bg, instances[t], classes, radii, pos[:, t], order, tint)
 
     sounding = _schedule(rng, len(source_classes), n, steps, changing)
     audio = _mix_audio(rng, classes[: len(source_classes)], sounding[:, : len(source_classes)], noise_level)

@@ -45,6 +45,7 @@ def augment(sample: Sample, generator: torch.Generator, flip: bool = True, max_z
         return out.flip(-1) if mirror else out
 
     labels = transform(sample.labels[:, None].float(), "nearest")[:, 0].to(sample.labels.dtype)
+    regions = transform(sample.regions[:, None].float(), "nearest")[:, 0].to(sample.regions.dtype)
     prior = None if sample.prior is None else transform(sample.prior[:, None], "bilinear")[:, 0]
     return replace(sample, frames=transform(sample.frames, "bilinear"), maskige=transform(sample.maskige, "nearest"),
-                   labels=labels, prior=prior)
+                   labels=labels, prior=prior, regions=regions)

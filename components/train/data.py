@@ -32,7 +32,9 @@ class Sample:
     """One clip, ready for the network (T frames at S x S).
 
     frames [T, 3, S, S] normalised; audio [T, 3, 96, 64]; maskige [T, 3, S, S] in [0, 1];
-    labels int64 [T, S, S] (255 where no ground truth); has_gt bool [T]; prior [T, S, S] or None.
+    labels int64 [T, S, S] (255 where no ground truth); has_gt bool [T]; prior [T, S, S] or None;
+    regions int64 [T, S, S]: the maskige's region of each pixel (1 + its area rank, 0 for none), which
+    the criterion's per-region targets read.
     """
 
     frames: torch.Tensor
@@ -42,6 +44,7 @@ class Sample:
     has_gt: torch.Tensor
     prior: torch.Tensor | None
     key: str
+    regions: torch.Tensor
 
 
 def prior_file(priors: Path, files: ClipFiles) -> Path:
@@ -68,16 +71,19 @@ class ClipDataset(torch.utils.data.Dataset):
     priors: folder written by `avs predict-masks` (stage 2 only; without it stage-2 samples carry no prior,
     as a single-stage semantic model needs none). audio_swap: a permutation of clip
     indices whose audio replaces each clip's own (the audio-swap ablation); None keeps the true audio.
-    subsets: read these subsets instead of the stage's own.
+    subsets: read these subsets instead of the stage's own. audio_classes: clip key -> float [T, 71], the
+    multi-hot of the classes sounding in each second, given as the audio instead of the log-mel features
+    (the label oracle of the diagnostics; the network must take `audio_input: classes`).
     """
 
     def __init__(self, data: Path, features: Path, stage: int, split: str, size: int,
                  priors: Path | None = None, audio_swap: list[int] | None = None,
-                 subsets: tuple[str, ...] | None = None):
+                 subsets: tuple[str, ...] | None = None, audio_classes: dict[str, torch.Tensor] | None = None):
         self.data, self.features, self.stage, self.split, self.size = Path(data), Path(features), stage, split, size
         self.priors = Path(priors) if priors is not None else None
         self.clips = stage_clips(self.data, stage, split, subsets)
         self.audio_swap = audio_swap
+        self.audio_classes = audio_classes
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -99,9 +105,9 @@ class ClipDataset(torch.utils.data.Dataset):
         files = self.clips[index]
         frames = torch.from_numpy(np.stack([read_rgb(p) for p in files.frames])).permute(0, 3, 1, 2).float() / 255
         frames = (self._resize(frames, "bilinear") - MEAN) / STD
-        maskige = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB"))
-                                             for p in maskige_files(self.features, files)]))
-        maskige = self._resize(maskige.permute(0, 3, 1, 2).float() / 255, "nearest")
+        rgb, regions = zip(*(read_maskige(p) for p in maskige_files(self.features, files)), strict=True)
+        maskige = self._resize(torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255, "nearest")
+        regions = self._resize(torch.from_numpy(np.stack(regions))[:, None].float(), "nearest")[:, 0].long()
         targets = [read_target(files, t) for t in range(files.num_frames)]
         has_gt = torch.tensor([t is not None for t in targets])
         h, w = frames.shape[-2:] if all(t is None for t in targets) else next(t for t in targets if t is not None).shape
@@ -110,11 +116,12 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.stage == 1:  # class-agnostic: every sounding class is foreground
             labels = torch.where(labels == IGNORE_INDEX, labels, (labels > 0).long())
         audio_from = files if self.audio_swap is None else self.clips[self.audio_swap[index]]
-        audio = self.read_audio(audio_from)[: files.num_frames]  # a swapped clip may be longer: cut to this clip
+        audio = (self.read_audio(audio_from) if self.audio_classes is None
+                 else self.audio_classes[audio_from.key])[: files.num_frames]  # a swapped clip may be longer
         if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
-            audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), -1, -1, -1)])
+            audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), *audio.shape[1:])])
         prior = self._prior(files) if self.stage == 2 and self.priors is not None else None
-        return Sample(frames, audio, maskige, labels, has_gt, prior, files.key)
+        return Sample(frames, audio, maskige, labels, has_gt, prior, files.key, regions)
 
     def _prior(self, files: ClipFiles) -> torch.Tensor:
         path = prior_file(self.priors, files)
@@ -123,6 +130,16 @@ class ClipDataset(torch.utils.data.Dataset):
         predicted = torch.load(path, weights_only=True).float()
         return F.interpolate(predicted[:, None], size=(self.size, self.size), mode="bilinear",
                              align_corners=False)[:, 0]
+
+
+def read_maskige(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A maskige file as (RGB uint8 [H, W, 3], the network's input; region labels uint8 [H, W], the palette
+    indices: 1 + the area rank of the region, 0 where none). StepError naming a missing file."""
+    if not Path(path).is_file():
+        raise StepError(f"maskige {path} missing (run avs features)")
+    with Image.open(path) as img:
+        regions = np.asarray(img) if img.mode == "P" else np.zeros(img.size[::-1], np.uint8)
+        return np.asarray(img.convert("RGB")), regions
 
 
 def clip_draws(seed: int, step: int, clip: int, *stream: int) -> torch.Generator:
@@ -154,26 +171,48 @@ def training_prior(sample: Sample, share: float, seed: int, step: int, clip: int
     return with_truth_prior(sample)
 
 
+def frame_window(sample: Sample, frames: int, generator: torch.Generator) -> Sample:
+    """`sample` cut to `frames` consecutive frames (all of them when it has no more, or `frames` is 0).
+
+    The window is drawn uniformly among those holding at least one annotated frame (an S4 training clip,
+    annotated on its first frame only, always keeps that frame), so no step computes frames that can take
+    no loss only. Every per-frame field is cut alike; the draw uses `generator` only.
+    """
+    count = len(sample.frames)
+    if frames <= 0 or frames >= count:
+        return sample
+    starts = [s for s in range(count - frames + 1) if bool(sample.has_gt[s:s + frames].any())] or [0]
+    start = starts[int(torch.randint(len(starts), (), generator=generator))]
+    cut = slice(start, start + frames)
+    return replace(sample, frames=sample.frames[cut], audio=sample.audio[cut], maskige=sample.maskige[cut],
+                   labels=sample.labels[cut], has_gt=sample.has_gt[cut], regions=sample.regions[cut],
+                   prior=sample.prior[cut] if sample.prior is not None else None)
+
+
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]:
-    """Stack samples of equal frame count into a batch: [B, T, ...] tensors, labels/has_gt flattened to B*T."""
+    """Stack samples of equal frame count into a batch: [B, T, ...] tensors, labels/has_gt/regions flattened
+    to B*T."""
     out: dict[str, torch.Tensor | list[str] | None] = {
         "frames": torch.stack([s.frames for s in samples]),
         "audio": torch.stack([s.audio for s in samples]),
         "maskige": torch.stack([s.maskige for s in samples]),
         "labels": torch.cat([s.labels for s in samples]),
         "has_gt": torch.cat([s.has_gt for s in samples]),
+        "regions": torch.cat([s.regions for s in samples]),
         "prior": torch.stack([s.prior for s in samples]) if samples[0].prior is not None else None,
         "keys": [s.key for s in samples],
     }
     return out
 
 
-def batches(dataset: ClipDataset, batch_clips: int, generator: torch.Generator) -> list[list[int]]:
-    """One epoch's batches: shuffled, grouped so every batch holds clips with the same frame count."""
+def batches(dataset: ClipDataset, batch_clips: int, generator: torch.Generator, frames: int = 0) -> list[list[int]]:
+    """One epoch's batches: shuffled, grouped so every batch holds clips with the same frame count once cut
+    to windows of `frames` (0: whole clips; see `frame_window`)."""
     order = torch.randperm(len(dataset), generator=generator).tolist()
     groups: dict[int, list[int]] = {}
     for i in order:
-        groups.setdefault(dataset.clips[i].num_frames, []).append(i)
+        count = dataset.clips[i].num_frames
+        groups.setdefault(min(count, frames) if frames > 0 else count, []).append(i)
     out = [idx[k:k + batch_clips] for idx in groups.values() for k in range(0, len(idx), batch_clips)]
     perm = torch.randperm(len(out), generator=generator).tolist()
     return [out[i] for i in perm]

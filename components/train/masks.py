@@ -21,7 +21,9 @@ def load_trained(path: Path) -> tuple[AVSegmenter, dict[str, Any]]:
         raise StepError(f"model file {path} not found (train first)")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     try:
-        net = AVSegmenter(ModelConfig(**saved["model_config"]))
+        # the trained tensors are all in the file: the initial weights it started from are not read again
+        config = {**saved["model_config"], "backbone_weights": None, "audio_weights": None}
+        net = AVSegmenter(ModelConfig(**config))
         net.load_state_dict(saved["model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise StepError(f"{path}: not a model written by avs train ({exc})") from exc
