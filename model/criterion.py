@@ -182,12 +182,12 @@ class SetCriterion(nn.Module):
             targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
         targets = [(c.to(labels.device), m.to(predictions[0]["pred_masks"].dtype)) for c, m in targets]
         total = 0.0
-        for prediction in predictions:
+        for layer, prediction in enumerate(predictions):
             selected = {k: v[keep] for k, v in prediction.items()}
             loss_ce, loss_mask, loss_dice = self._losses(selected, targets)
             total = total + self.cfg.class_weight * loss_ce + self.cfg.mask_weight * loss_mask \
                 + self.cfg.dice_weight * loss_dice
-            if self.cfg.semantic_weight > 0:
+            if self.cfg.semantic_weight > 0 and (self.cfg.semantic_layers == "all" or layer == len(predictions) - 1):
                 total = total + self.cfg.semantic_weight * semantic_loss(selected, labels[keep], self.ignore_index)
         return {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
                 "loss_dice": loss_dice.detach()}

@@ -1,0 +1,41 @@
+"""The optional visual stand-in pretraining: it learns the object looks, and its file loads through the
+local-weights path (`train.model.backbone_weights`) a downloaded checkpoint takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.common import StepError
+from components.train.loop import TrainConfig, make_model
+from components.train.visual_pretrain import pretrain_visual
+
+
+def test_pretraining_learns_the_looks_and_loads_as_backbone_weights(tmp_path: Path) -> None:
+    out = tmp_path / "visual.pth"
+    report = pretrain_visual("pvt_v2_b0", 32, out, steps=40, batch=16, images=64, val_images=32, progress=False)
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    # 11 colour labels (10 colours + backdrop): chance on object pixels is about 0.1
+    assert report["val_colour_accuracy"] > 0.3, report
+    saved = torch.load(out, weights_only=True)
+    cfg = TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(out)})
+    net = make_model(cfg)
+    loaded = {k: v for k, v in net.backbone.state_dict().items() if k in saved}
+    assert loaded, "no backbone tensor came from the file"
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.items())
+    fresh = make_model(cfg, initial_weights=False)   # a run resumed from trained tensors reads no file
+    assert not all(torch.equal(v, saved[k]) for k, v in fresh.backbone.state_dict().items() if k in saved)
+
+
+def test_a_missing_or_ill_fitting_weight_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(StepError, match="nope.pth"):
+        make_model(TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(missing)}))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"patch_embed1.proj.weight": torch.zeros(3, 3, 1, 1)}, wrong)
+    with pytest.raises(StepError, match="wrong.pth"):
+        make_model(TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(wrong)}))
+    with pytest.raises(StepError, match="divisible by 32"):
+        pretrain_visual("pvt_v2_b0", 40, tmp_path / "x.pth", steps=1)
