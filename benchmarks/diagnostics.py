@@ -15,8 +15,12 @@ stay those of `synth.seed`).
 
 Runs are kept under --out and resumed, so the table can be built in parts (`--variants recipe` and
 `--variants oracle swapped` in two processes of one thread each, then once without --variants to print).
+The recipe rows can instead be read from the pipeline's own evaluations at the same seeds
+(`--recipe-metrics` with one metrics/evaluation.json per seed, e.g. of `dvc exp run -S train.seed=N`):
+its stage 1 is the recipe, trained and scored the same way.
 Usage: python benchmarks/diagnostics.py [--params params.yaml] [--set KEY=VALUE ...] [--seeds 0 1 2]
        [--steps N] [--out DIR] [--variants recipe oracle swapped] [--threads N]
+       [--recipe-metrics EVALUATION.json ...]
 """
 
 from __future__ import annotations
@@ -97,6 +101,15 @@ def run_one(name: str, cfg: TrainConfig, data: Path, features: Path, work: Path,
     return result
 
 
+def recipe_from_evaluation(path: Path) -> dict:
+    """{subset: {split: mIoU}} of the S4/MS3 stage-1 figures in a pipeline's metrics/evaluation.json."""
+    try:
+        metrics = json.loads(path.read_text())
+        return {subset: {split: metrics[subset][split]["miou"] for split in ("val", "test")} for subset in SUBSETS}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not an evaluation with S4/MS3 val and test mIoU ({exc!r})") from None
+
+
 def summary(values: list[float]) -> str:
     """'mean +- std' (std over the seeds; 0 for one seed)."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -113,7 +126,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="train only these (then stop)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--recipe-metrics", type=Path, nargs="+", metavar="EVALUATION_JSON",
+                        help="the recipe rows from these pipeline evaluations (one per seed, in --seeds order)")
     args = parser.parse_args()
+    if args.recipe_metrics and len(args.recipe_metrics) != len(args.seeds):
+        raise SystemExit(f"--recipe-metrics: {len(args.recipe_metrics)} files for {len(args.seeds)} seeds")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="avs-diagnostics-"))
@@ -138,7 +155,11 @@ def main() -> None:
         compute_features(data, features, RegionProposer())
     oracle = {key: torch.from_numpy(hot) for key, hot in sounding_classes(synth_cfg, synth["seed"]).items()}
     rows: dict[str, list[dict]] = {}
+    if args.recipe_metrics:
+        rows["recipe"] = [recipe_from_evaluation(path) for path in args.recipe_metrics]
     for name in args.variants or VARIANTS:
+        if name in rows:
+            continue
         for seed in args.seeds:
             result = run_one(name, variant_config(name, base, seed), data, features, work, oracle)
             rows.setdefault(name, []).append(result)

@@ -25,7 +25,6 @@ class ModelConfig:
     "classes" (the label oracle of the diagnostics: a multi-hot of the sounding AVSS classes per frame,
     `ORACLE_CLASSES` wide, replaces the audio). semantic_weight: weight of an extra loss on the
     per-pixel class probabilities that evaluation reads (`semantic_map`); 0 (the papers' recipe) is off.
-    semantic_layers: that loss on "all" decoder layers' predictions or on the "last" (the evaluated one).
     match_copies: queries matched to each target (1: one-to-one, the papers' Hungarian matching; k > 1:
     each target matched to k queries).
     region_targets: one target per maskige region (see `criterion.region_targets`) instead of one per class.
@@ -72,7 +71,6 @@ class ModelConfig:
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
     semantic_weight: float = 0.0
-    semantic_layers: str = "all"
     match_copies: int = 1
     region_targets: bool = False
 
@@ -88,7 +86,7 @@ class ModelConfig:
     def check(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
         choices = {"gtavm": ("before", "after", "off"), "queries": ("ntavs", "aavs", "trivial"),
-                   "audio_input": ("logmel", "classes"), "semantic_layers": ("all", "last")}
+                   "audio_input": ("logmel", "classes")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")

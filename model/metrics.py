@@ -42,9 +42,16 @@ def _f_curves(prob: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     keep = gt.flatten(1).sum(1) > 0
     p, g = prob[keep].flatten(1), gt[keep].flatten(1)
     thresholds = torch.linspace(0, 1 - 1e-10, NUM_THRESHOLDS, dtype=torch.float64)
-    pred = (p[:, None, :] >= thresholds[None, :, None]).double()  # [F, 255, HW]
-    tp = (pred * g[:, None, :]).sum(-1)
-    precision = tp / (pred.sum(-1) + 1e-20)
+    # a pixel is predicted at threshold j when p >= thresholds[j], i.e. when j < (thresholds <= p).sum():
+    # per-frame histograms of that count give every threshold's pixel counts without a [F, 255, HW] tensor
+    level = torch.searchsorted(thresholds, p.contiguous(), right=True)                 # [F, HW] in 0..255
+    slots = (level + torch.arange(len(p))[:, None] * (NUM_THRESHOLDS + 1)).flatten()
+    bins = len(p) * (NUM_THRESHOLDS + 1)
+    counts = torch.bincount(slots, minlength=bins).view(len(p), NUM_THRESHOLDS + 1).double()
+    hits = torch.bincount(slots, weights=g.flatten().double(), minlength=bins).view(len(p), NUM_THRESHOLDS + 1)
+    predicted = counts.flip(-1).cumsum(-1).flip(-1)[:, 1:]                             # [F, 255]
+    tp = hits.flip(-1).cumsum(-1).flip(-1)[:, 1:]
+    precision = tp / (predicted + 1e-20)
     recall = tp / (g.sum(-1)[:, None] + 1e-20)
     f = (1 + BETA2) * precision * recall / (BETA2 * precision + recall)
     return torch.nan_to_num(f, nan=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from model.metrics import avss_scores, s4_fscore, s4_miou
 
@@ -102,3 +103,25 @@ def test_metric_edge_cases() -> None:
     assert perfect["miou"] == pytest.approx(0.25) and perfect["miou_no_bg"] == pytest.approx(1 / 3)
     wrong = avss_scores(np.full((1, 4, 4), 1), labels, num_classes=4)
     assert wrong["miou"] == 0.0 and wrong["fscore"] == 0.0
+
+
+def test_f_curves_equal_the_dense_threshold_sweep() -> None:
+    """The histogram form of the F curves counts exactly what thresholding every pixel at all 255
+    thresholds counts (ties at a threshold, zero probabilities and empty ground truth included)."""
+    from model.metrics import BETA2, NUM_THRESHOLDS, _f_curves
+
+    torch.manual_seed(0)
+    prob = torch.rand(7, 24, 24, dtype=torch.float64)
+    prob[0] = 0.5
+    prob[1, :5] = 0.0
+    prob[3, :2] = torch.linspace(0, 1 - 1e-10, NUM_THRESHOLDS, dtype=torch.float64)[100]
+    gt = (torch.rand(7, 24, 24) > 0.6).double()
+    gt[2] = 0
+    keep = gt.flatten(1).sum(1) > 0
+    p, g = prob[keep].flatten(1), gt[keep].flatten(1)
+    thresholds = torch.linspace(0, 1 - 1e-10, NUM_THRESHOLDS, dtype=torch.float64)
+    pred = (p[:, None] >= thresholds[None, :, None]).double()
+    tp = (pred * g[:, None]).sum(-1)
+    precision, recall = tp / (pred.sum(-1) + 1e-20), tp / (g.sum(-1)[:, None] + 1e-20)
+    dense = torch.nan_to_num((1 + BETA2) * precision * recall / (BETA2 * precision + recall), nan=0.0)
+    assert torch.equal(_f_curves(prob, gt), dense)

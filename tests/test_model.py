@@ -243,6 +243,35 @@ def test_semantic_loss_reads_the_evaluated_map() -> None:
     assert leaf.grad.flatten(2).abs().sum(-1).gt(0).all()
 
 
+def test_semantic_loss_equals_the_loss_on_the_full_class_map() -> None:
+    """Painting only the classes present is exact: the same value and gradient as cross-entropy + dice on
+    every channel of `semantic_map(..., resize_scores=True)`."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 10, 72, requires_grad=True)
+    masks = torch.randn(3, 10, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 5, (3, 32, 32)) * 7                   # classes 0, 7, ..., 28 of 71
+    labels[0, :5] = 255
+    labels[2] = 14                                                  # a frame of one class
+
+    def reference() -> torch.Tensor:
+        probs = semantic_map({"pred_logits": logits, "pred_masks": masks}, (32, 32), resize_scores=True)
+        valid = labels != 255
+        nll = torch.nn.functional.nll_loss(probs.clamp_min(1e-6).log(), labels, ignore_index=255)
+        target = torch.nn.functional.one_hot(torch.where(valid, labels, 0), 71).permute(0, 3, 1, 2).float()
+        weight = valid[:, None].float()
+        inter = (probs * target * weight).flatten(2).sum(-1)
+        sums = ((probs + target) * weight).flatten(2).sum(-1)
+        present = (target * weight).flatten(2).sum(-1) > 0
+        return nll + (1 - (2 * inter + 1) / (sums + 1))[present].mean()
+
+    fast = semantic_loss({"pred_logits": logits, "pred_masks": masks}, labels)
+    grads = torch.autograd.grad(fast, (logits, masks))
+    slow = reference()
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+    for a, b in zip(grads, torch.autograd.grad(slow, (logits, masks)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_tiny_overfits_two_synthetic_clips() -> None:
     from components.features import log_mel

@@ -13,12 +13,13 @@ from components.train.loop import TrainConfig, make_model
 from components.train.visual_pretrain import pretrain_visual
 
 
+@pytest.mark.slow
 def test_pretraining_learns_the_looks_and_loads_as_backbone_weights(tmp_path: Path) -> None:
     out = tmp_path / "visual.pth"
-    report = pretrain_visual("pvt_v2_b0", 32, out, steps=40, batch=16, images=64, val_images=32, progress=False)
+    report = pretrain_visual("pvt_v2_b0", 32, out, steps=200, batch=16, images=256, val_images=64, progress=False)
     assert out.is_file() and out.with_suffix(".json").is_file()
-    # 11 colour labels (10 colours + backdrop): chance on object pixels is about 0.1
-    assert report["val_colour_accuracy"] > 0.3, report
+    # 10 colours on object pixels: a guess scores about 0.1 (0.64 measured after these 200 steps)
+    assert report["val_colour_accuracy"] > 0.4, report
     saved = torch.load(out, weights_only=True)
     cfg = TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(out)})
     net = make_model(cfg)
@@ -31,11 +32,11 @@ def test_pretraining_learns_the_looks_and_loads_as_backbone_weights(tmp_path: Pa
 
 def test_a_missing_or_ill_fitting_weight_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
-    with pytest.raises(StepError, match="nope.pth"):
+    with pytest.raises(StepError, match=r"nope\.pth"):
         make_model(TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(missing)}))
     wrong = tmp_path / "wrong.pth"
     torch.save({"patch_embed1.proj.weight": torch.zeros(3, 3, 1, 1)}, wrong)
-    with pytest.raises(StepError, match="wrong.pth"):
+    with pytest.raises(StepError, match=r"wrong\.pth"):
         make_model(TrainConfig(stage=1, preset="tiny", model={"backbone_weights": str(wrong)}))
     with pytest.raises(StepError, match="divisible by 32"):
         pretrain_visual("pvt_v2_b0", 40, tmp_path / "x.pth", steps=1)
