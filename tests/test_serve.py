@@ -145,8 +145,11 @@ def test_api_parses_each_request_kind_and_encodes_masks() -> None:
 
 # -- a tiny two-stage model trained here -----------------------------------------------------------------------
 TRAIN_PARAMS = {
+    # stage 1 trains long enough (the demo's loss) to mark some pixels and not others, so that the archive
+    # test below compares a real segmentation; stage 2 only needs to run
     "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
-              "checkpoint_every": 2, "val_every": 2, "seed": 0, "stage1": {"steps": 2}, "stage2": {"steps": 2}},
+              "checkpoint_every": 50, "val_every": 50, "seed": 0, "model": {"semantic_weight": 5},
+              "stage1": {"steps": 40}, "stage2": {"steps": 2}},
     "features": {"mask_source": "regions", "maskige_size": 64},
     "package": {"model_name": "avs", "batch_size": 4, "max_batch_delay_ms": 300, "max_seconds": 6,
                 "max_payload_mb": 0.5, "warmup_seconds": 2, "warmup_size": 64, "threads": 1},
@@ -164,7 +167,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> dict:
-    """features -> stage 1 (2 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set."""
+    """features -> stage 1 (40 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set."""
     import yaml
 
     from components.cli import main
