@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from components.train.augment import augment
-from components.train.data import ClipDataset, batches, clip_draws, collate, frame_window
-from components.train.loop import TrainConfig, load_train_config, make_model
+from components.train.data import ClipDataset, batches
+from components.train.loop import TrainConfig, load_train_config, make_model, training_batch
 from components.train.optim import param_groups
 from components.train.predict import run_model
 from model.criterion import SetCriterion
@@ -30,13 +29,7 @@ from model.criterion import SetCriterion
 
 def _batch(cfg: TrainConfig, dataset: ClipDataset, order: list[list[int]], step: int) -> dict:
     """Training step `step`'s batch, read and cut and augmented as the training loop does it."""
-    index = order[step % len(order)]
-    samples = [dataset[i] for i in index]
-    if cfg.frames > 0:
-        samples = [frame_window(x, cfg.frames, clip_draws(cfg.seed, step, i, 2))
-                   for x, i in zip(samples, index, strict=True)]
-    return collate([augment(x, clip_draws(cfg.seed, step, i), cfg.flip, cfg.max_zoom)
-                    for x, i in zip(samples, index, strict=True)])
+    return training_batch(cfg, dataset, order[step % len(order)], step)
 
 
 def _order(cfg: TrainConfig, dataset: ClipDataset) -> list[list[int]]:

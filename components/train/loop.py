@@ -203,6 +203,19 @@ def initialise_from(net: torch.nn.Module, path: Path) -> list[str]:
     return sorted(set(own) - set(matching))
 
 
+def training_batch(cfg: TrainConfig, dataset: ClipDataset, index: list[int], step: int) -> dict:
+    """The collated batch training step `step` sees for the clips `index` of `dataset`: each clip with its
+    training prior, cut to a window of cfg.frames, augmented; every draw depends on (cfg.seed, step, clip)."""
+    samples = [training_prior(dataset[i], cfg.prior_truth, cfg.seed, step, i) for i in index]
+    if cfg.frames > 0:  # stream 2: apart from the augmentation's and the prior's draws
+        samples = [frame_window(x, cfg.frames, clip_draws(cfg.seed, step, i, 2))
+                   for x, i in zip(samples, index, strict=True)]
+    if cfg.flip or cfg.max_zoom > 1:
+        samples = [augment(x, clip_draws(cfg.seed, step, i), cfg.flip, cfg.max_zoom)
+                   for x, i in zip(samples, index, strict=True)]
+    return collate(samples)
+
+
 def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
           progress: bool = True, init: Path | None = None,
           audio_classes: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
@@ -288,14 +301,7 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
             total = 0.0
             for micro in range(cfg.accumulate):
                 index = order[(state["position"] + micro) % len(order)]
-                samples = [training_prior(train_set[i], cfg.prior_truth, cfg.seed, state["step"], i) for i in index]
-                if cfg.frames > 0:  # stream 2: apart from the augmentation's and the prior's draws
-                    samples = [frame_window(x, cfg.frames, clip_draws(cfg.seed, state["step"], i, 2))
-                               for x, i in zip(samples, index, strict=True)]
-                if cfg.flip or cfg.max_zoom > 1:
-                    samples = [augment(x, clip_draws(cfg.seed, state["step"], i), cfg.flip, cfg.max_zoom)
-                               for x, i in zip(samples, index, strict=True)]
-                batch = collate(samples)
+                batch = training_batch(cfg, train_set, index, state["step"])
                 with autocast:
                     preds = run_model(model, batch, device)
                     loss = criterion(preds, batch["labels"].to(device), batch["has_gt"].to(device),

@@ -26,22 +26,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.common import StepError, write_json_atomic
-from components.synth.looks import COLOURS, SHAPES
+from components.synth.looks import COLOURS, SHAPES, look_of
 from components.synth.scenes import background, paint_objects
 from components.train import checkpoint as ckpt
 from components.train.data import MEAN, STD
 
 NUM_LOOKS = len(SHAPES) * len(COLOURS)   # 70 object classes; label 0 is the backdrop
-
-
 NUM_COLOURS, NUM_HEADS = len(COLOURS) + 1, len(COLOURS) + len(SHAPES) + 2   # with the backdrop in each head
 
 
+def _look_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0..70 -> its colour label 0..10 and shape label 0..7 (0 for the backdrop), read from
+    `looks.look_of`, the generator's own assignment."""
+    colour, shape = torch.zeros(NUM_LOOKS + 1, dtype=torch.long), torch.zeros(NUM_LOOKS + 1, dtype=torch.long)
+    for k in range(1, NUM_LOOKS + 1):
+        look = look_of(k)
+        colour[k] = 1 + next(i for i, c in enumerate(COLOURS) if np.array_equal(c, look.colour))
+        shape[k] = 1 + SHAPES.index(look.shape)
+    return colour, shape
+
+
+_COLOUR_OF, _SHAPE_OF = _look_tables()
+
+
 def colour_and_shape(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class labels int64 [...] (0 backdrop, 1..70 looks) -> (colour 0..10, shape 0..7), 0 for the backdrop,
-    as `looks.look_of` assigns them (class k + 1 has shape k % 7 and colour k // 7)."""
-    k = (labels - 1).clamp(min=0)
-    return (torch.where(labels > 0, k // len(SHAPES) + 1, 0), torch.where(labels > 0, k % len(SHAPES) + 1, 0))
+    """Class labels int64 [...] (0 backdrop, 1..70 looks) -> (colour 0..10, shape 0..7), 0 for the backdrop."""
+    return _COLOUR_OF[labels], _SHAPE_OF[labels]
 
 
 def render_images(count: int, size: int, seed: int, max_objects: int = 4,
