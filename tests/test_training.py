@@ -289,3 +289,14 @@ def test_gpu_training_in_bf16_writes_a_float32_checkpoint_that_cpu_can_use(works
                            str(priors)], env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((priors / "avss").glob("*.pt"))) == 17
+
+
+@pytest.mark.parametrize(("value", "message"), [(-1, "must be >= 0"), (1.5, "must be a whole number")])
+def test_frames_must_be_a_whole_number_from_zero(tmp_path: Path, value: object, message: str) -> None:
+    from components.common import StepError
+    from components.train.loop import load_train_config
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"train": {"frames": value}}))
+    with pytest.raises(StepError, match=f"train.frames=.*{message}"):
+        load_train_config(params, 1)

@@ -133,7 +133,8 @@ def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig
         raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
     for name, low, high, rule in (("max_zoom", 1.0, math.inf, "must be >= 1 (1: no zoom)"),
                                   ("prior_truth", 0.0, 1.0, "must lie in [0, 1]"),
-                                  ("audio_pretrain_sources", 1, math.inf, "must be >= 1 (1: single sounds)")):
+                                  ("audio_pretrain_sources", 1, math.inf, "must be >= 1 (1: single sounds)"),
+                                  ("frames", 0, math.inf, "must be >= 0 (0: every frame)")):
         if name not in section:
             continue
         try:
