@@ -32,17 +32,19 @@ from components.common import free_ports
 from components.media import decode_video, encode_video
 
 
-def make_clip(seconds: int = 5, size: int = 224, fps: int = 25, rate: int = 44100) -> bytes:
-    """An mp4 (H.264 + AAC) of coloured discs moving over a textured background, with two tones."""
+def make_clip(seconds: int = 5, size: int = 224, fps: int = 25, rate: int = 44100, width: int | None = None) -> bytes:
+    """An mp4 (H.264 + AAC) of coloured discs moving over a textured background, with two tones; frames
+    `size` high and `width` (default `size`) wide."""
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    background = (rng.random((size, size, 3)) * 60 + 40).astype(np.uint8)
-    frames = np.empty((seconds * fps, 3, size, size), np.uint8)
+    width = width or size
+    yy, xx = np.mgrid[:size, :width]
+    background = (rng.random((size, width, 3)) * 60 + 40).astype(np.uint8)
+    frames = np.empty((seconds * fps, 3, size, width), np.uint8)
     for i in range(len(frames)):
         img = background.copy()
         t = i / fps
         for k, colour in enumerate(((220, 40, 40), (40, 200, 60), (50, 80, 230))):
-            cx = size * (0.25 + 0.5 * (0.5 + 0.5 * math.sin(t * (0.7 + k * 0.4) + k)))
+            cx = width * (0.25 + 0.5 * (0.5 + 0.5 * math.sin(t * (0.7 + k * 0.4) + k)))
             cy = size * (0.3 + 0.15 * k + 0.1 * math.cos(t * 0.9 + k))
             img[(xx - cx) ** 2 + (yy - cy) ** 2 < (size * (0.08 + 0.03 * k)) ** 2] = colour
         frames[i] = img.transpose(2, 0, 1)

@@ -242,6 +242,35 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from components.common import read_params
+    from components.predict_video import predict_videos
+
+    params = args.params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
+    features = read_params(params, "features") if params is not None else None
+    outcomes = predict_videos(args.videos, args.model, args.out, fps=args.fps, window=args.window,
+                              strict=args.strict, max_seconds=args.max_seconds, mask_format=args.mask_format,
+                              device=args.device, features=features)
+    failed = [o for o in outcomes if o.error]
+    for o in outcomes:
+        if o.error:
+            print(f"  skipped {o.error}", file=sys.stderr)
+        else:
+            print(f"predict: {o.video}: {o.frames} frames ({o.seconds:.1f} s) -> {o.json}, {o.overlay}")
+    if failed:
+        print(f"predict: {len(failed)} of {len(outcomes)} video(s) failed (named above)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_export_video(args: argparse.Namespace) -> int:
+    from components.export_video import export_clip, find_clip
+
+    clip = find_clip(args.data, args.clip, args.subset, args.split)
+    record = export_clip(clip, args.out, fps=args.fps, height=args.height or None)
+    print(f"export-video: {clip.key} ({record['seconds']} s, {record['size'][1]}x{record['size'][0]}) -> {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -379,6 +408,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context")
     p.add_argument("--timeout", type=float, help="seconds to wait for the rollout (default deploy.timeout_s)")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("predict", help="the model on video files: the endpoint's JSON and an overlay mp4 per video")
+    p.add_argument("videos", type=Path, nargs="+", help="video files (mp4, webm, mkv, ... with an audio track)")
+    p.add_argument("--model", type=Path, default=Path("models"),
+                   help="models folder (stage1/best.pt [+ stage2/best.pt]), serving folder or stage-1 best.pt")
+    p.add_argument("--out", type=Path, required=True, help="output folder (<name>.json, <name>.overlay.mp4)")
+    p.add_argument("--fps", type=float, default=1.0, help="masks per second of video (default 1, as trained)")
+    p.add_argument("--window", type=float, default=10.0,
+                   help="seconds of video per forward pass; longer videos go in consecutive windows (default 10)")
+    p.add_argument("--max-seconds", type=float, help="refuse longer videos (default: no limit)")
+    p.add_argument("--mask-format", default="png", choices=["png", "rle"], help="masks in the JSON (default png)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
+    p.add_argument("--params", type=Path, help="parameters the model was trained with, section 'features' (default: "
+                                               "./params.yaml if present, else built-in defaults)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export-video", help="a benchmark clip (frames + audio) as an mp4, to try the endpoint")
+    p.add_argument("--data", type=Path, default=Path("data/synthetic"), help="AVSBench root (default data/synthetic)")
+    p.add_argument("--clip", help="SUBSET/CLIP_ID (default: the first --split clip of --subset)")
+    p.add_argument("--subset", choices=["s4", "ms3", "avss"], help="default: the first subset present")
+    p.add_argument("--split", default="test", help="default: test")
+    p.add_argument("--out", type=Path, required=True, help="the mp4 to write")
+    p.add_argument("--fps", type=int, default=25, help="frame rate of the file (each clip frame fills its second)")
+    p.add_argument("--height", type=int, default=360, help="resize frames to this height (0: as stored)")
+    p.set_defaults(func=_cmd_export_video)
 
     p = sub.add_parser("drift-reference", help="descriptors of the training clips: the reference of drift reports")
     p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")

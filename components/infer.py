@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from components.avsbench.classes import AVSS_CLASSES
-from components.features.logmel import NTAVS_WINDOWS, log_mel_scales, to_mono_16k
+from components.common import StepError
+from components.features.logmel import NTAVS_WINDOWS, log_mel_at, to_mono_16k
 from components.features.maskige import MASKIGE_SIZE, paint_maskige
 from components.features.proposals import MaskProposer, make_proposer
 from components.train.data import MEAN, STD
@@ -38,7 +39,18 @@ from components.train.predict import run_model
 from model.ntavs import semantic_map
 
 FOREGROUND_THRESHOLD = 0.5
-BINARY_CLASSES = ("background", "sounding-object")
+
+
+BINARY_CLASSES: tuple[str, ...] = ("background", "sounding-object")   # a stage-1 (class-agnostic) model's
+
+
+def class_names(num_classes: int) -> tuple[str, ...]:
+    """Names of a model's classes by index: the binary names for 2, the AVSS names for 71, else "class-i"."""
+    if num_classes == 2:
+        return BINARY_CLASSES
+    if num_classes == len(AVSS_CLASSES):
+        return AVSS_CLASSES
+    return tuple(f"class-{i}" for i in range(num_classes))
 
 
 @dataclass
@@ -99,10 +111,7 @@ class Segmenter:
             self.size2 = int(cfg2["input_size"])
             self.stage2.to(self.device)
         self.stage1.to(self.device)
-        self.class_names: tuple[str, ...] = (
-            BINARY_CLASSES if self.stage2 is None else
-            AVSS_CLASSES if self.stage2.cfg.num_classes == len(AVSS_CLASSES) else
-            tuple(f"class-{i}" for i in range(self.stage2.cfg.num_classes)))
+        self.class_names = class_names(2 if self.stage2 is None else self.stage2.cfg.num_classes)
         self.needs_maskige = self.stage1.cfg.maskige or (self.stage2 is not None and self.stage2.cfg.maskige)
         checkpoint = Path(sam_checkpoint) if sam_checkpoint else None
         self.proposer = proposer or (make_proposer(mask_source, checkpoint, sam_model_type) if self.needs_maskige
@@ -128,8 +137,11 @@ class Segmenter:
         maskige = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
         return F.interpolate(maskige, size=(size, size), mode="nearest")
 
-    def prepare(self, frames: torch.Tensor, waveform: torch.Tensor, sample_rate: int) -> _Inputs:
-        """Network inputs of one clip. frames uint8 [T, 3, H, W]; waveform [N] or [C, N] at `sample_rate`."""
+    def prepare(self, frames: torch.Tensor, waveform: torch.Tensor, sample_rate: int,
+                times: Sequence[float] | None = None) -> _Inputs:
+        """Network inputs of one clip. frames uint8 [T, 3, H, W]; waveform [N] or [C, N] at `sample_rate`;
+        times: each frame's time in seconds from the waveform's start (default 0, 1, ..., T - 1). A frame at
+        t s hears the 0.96 s log-mel example at position t (example k for a whole t = k, as in training)."""
         frames = torch.as_tensor(frames)
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] == 0:
             raise ValueError(f"frames must be uint8 [T, 3, H, W] with T >= 1, got {frames.dtype} {tuple(frames.shape)}")
@@ -140,8 +152,11 @@ class Segmenter:
         wave = to_mono_16k(torch.as_tensor(waveform), int(sample_rate))
         if wave.numel() == 0:
             raise ValueError("waveform holds no samples")
-        scales = log_mel_scales(wave[None], NTAVS_WINDOWS, seconds=t, pad="repeat")
-        audio = torch.stack([scales[w][0, :, 0] for w in NTAVS_WINDOWS], 1)   # [T, 3, 96, 64]
+        positions = [float(x) for x in times] if times is not None else [float(k) for k in range(t)]
+        if len(positions) != t:
+            raise ValueError(f"times holds {len(positions)} entries for {t} frames")
+        scales = log_mel_at(wave, positions, NTAVS_WINDOWS)
+        audio = torch.stack([scales[w][:, 0] for w in NTAVS_WINDOWS], 1)      # [T, 3, 96, 64]
         timings["audio"] = _ms(start)
         start = time.perf_counter()
         maskige = self._maskige(frames, self.size1) if self.needs_maskige else None
@@ -169,11 +184,11 @@ class Segmenter:
         return out.unflatten(0, (b, t))
 
     @torch.no_grad()
-    def predict_batch(self, clips: Sequence[tuple[torch.Tensor, torch.Tensor, int]]) -> list[ClipResult]:
+    def predict_batch(self, clips: Sequence[tuple]) -> list[ClipResult]:
         """Predict several clips; clips with the same frame count share one forward pass per stage.
 
-        clips: (frames uint8 [T, 3, H, W], waveform [N] or [C, N], sample_rate) each. Returns one ClipResult
-        per clip, in order, at each clip's own resolution.
+        clips: (frames uint8 [T, 3, H, W], waveform [N] or [C, N], sample_rate[, times]) each (times: see
+        `prepare`). Returns one ClipResult per clip, in order, at each clip's own resolution.
         """
         start_all = time.perf_counter()
         prepared = [self.prepare(*clip) for clip in clips]
@@ -188,9 +203,11 @@ class Segmenter:
             result.timings = {**inputs.timings, **result.timings, "total": _ms(start_all)}
         return results
 
-    def predict(self, frames: torch.Tensor, waveform: torch.Tensor, sample_rate: int) -> ClipResult:
-        """Predict one clip: frames uint8 [T, 3, H, W], waveform float [N] or [C, N] at `sample_rate` Hz."""
-        return self.predict_batch([(frames, waveform, sample_rate)])[0]
+    def predict(self, frames: torch.Tensor, waveform: torch.Tensor, sample_rate: int,
+                times: Sequence[float] | None = None) -> ClipResult:
+        """Predict one clip: frames uint8 [T, 3, H, W], waveform float [N] or [C, N] at `sample_rate` Hz,
+        optional frame times in seconds (see `prepare`)."""
+        return self.predict_batch([(frames, waveform, sample_rate, times)])[0]
 
     def _predict_group(self, group: list[_Inputs]) -> list[ClipResult]:
         t = group[0].frames.shape[0]
@@ -254,3 +271,29 @@ class Segmenter:
         wave = 0.1 * torch.randn(seconds * 16000, generator=gen)
         self.predict_batch([(frames, wave, 16000)] * batch)
         return _ms(start)
+
+
+def model_files(model: Path | str) -> tuple[Path, Path | None]:
+    """(stage-1, stage-2 or None) checkpoint files of `model`: the pipeline's models folder (stage1/best.pt
+    [+ stage2/best.pt]), an extracted serving folder (stage1.pt [+ stage2.pt]) or one stage-1 best.pt.
+    StepError naming `model` when none is there."""
+    model = Path(model)
+    if not model.exists():
+        raise StepError(f"{model}: no such model file or folder")
+    if model.is_file():
+        return model, None
+    for one, two in (("stage1/best.pt", "stage2/best.pt"), ("stage1.pt", "stage2.pt")):
+        if (model / one).is_file():
+            return model / one, (model / two if (model / two).is_file() else None)
+    raise StepError(f"{model}: no model found (expected stage1/best.pt [+ stage2/best.pt], stage1.pt [+ stage2.pt], "
+                    "or a stage-1 best.pt file)")
+
+
+def open_segmenter(model: Path | str, device: torch.device | str | None = None, **options: Any) -> Segmenter:
+    """A Segmenter over the model at `model` (see `model_files`); options go to Segmenter. StepError naming
+    `model` when it is missing or cannot be loaded."""
+    stage1, stage2 = model_files(model)
+    try:
+        return Segmenter(stage1, stage2, device=device, **options)
+    except ValueError as exc:
+        raise StepError(f"{model}: {exc}") from exc

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -52,7 +53,7 @@ class MediaError(StepError):
 
 @dataclass
 class Media:
-    """A decoded clip: frames uint8 [T, 3, H, W] (one per second), waveform float32 [N] mono at
+    """A decoded clip: frames uint8 [T, 3, H, W] (`rate` per second), waveform float32 [N] mono at
     `sample_rate` (16 kHz), and the source video's frame rate, duration (s) and resolution."""
 
     frames: torch.Tensor
@@ -62,10 +63,11 @@ class Media:
     duration: float
     width: int
     height: int
+    rate: float = 1.0
 
     @property
     def seconds(self) -> int:
-        """Number of sampled frames T (one per second)."""
+        """Number of sampled frames T (whole seconds when sampled at one frame per second)."""
         return int(self.frames.shape[0])
 
 
@@ -86,8 +88,8 @@ def _open(source: MediaSource, name: str):
         raise MediaError(f"{name}: not a decodable media file ({exc})", "undecodable") from exc
 
 
-def _seconds(count: float) -> int:
-    return max(1, math.floor(count + SECOND_TOLERANCE))
+def _seconds(count: float, tolerance: float = SECOND_TOLERANCE) -> int:
+    return max(1, math.floor(count + tolerance))
 
 
 def _stream_duration(stream, container) -> float | None:
@@ -123,16 +125,19 @@ class _Resampler:
         return torch.from_numpy(data.astype(np.float32, copy=False))
 
 
-def decode_video(source: MediaSource, max_seconds: float | None = 60.0, name: str | None = None) -> Media:
-    """Decode a video file with PyAV into one frame per second and 16 kHz mono audio.
+def decode_video(source: MediaSource, max_seconds: float | None = 60.0, name: str | None = None,
+                 rate: float = 1.0) -> Media:
+    """Decode a video file with PyAV into `rate` frames per second (default one) and 16 kHz mono audio.
 
     source: a path, the file's bytes, or a binary file object (any container FFmpeg reads: mp4, webm,
     mkv, ...). max_seconds: longer videos raise MediaError("too_long") (None: no limit). name: how
-    errors refer to the input (default: the path, or "video").
-    Returns Media with frames uint8 [T, 3, H, W] (T = whole seconds, frame k = the frame on screen at
-    k seconds) and waveform float32 [N] at 16 kHz. Raises MediaError (kinds: undecodable, no_audio,
-    no_frames, too_long).
+    errors refer to the input (default: the path, or "video"). rate: sampled frames per second.
+    Returns Media with frames uint8 [T, 3, H, W] (T = whole sampling periods in the video, at least 1;
+    frame k = the frame on screen at k / rate seconds) and waveform float32 [N] at 16 kHz. Raises
+    MediaError (kinds: undecodable, no_audio, no_frames, too_long).
     """
+    if not rate > 0:
+        raise ValueError(f"rate must be positive, got {rate}")
     import av
 
     name = name or (str(source) if isinstance(source, str | Path) else "video")
@@ -158,7 +163,7 @@ def decode_video(source: MediaSource, max_seconds: float | None = 60.0, name: st
                     t = float(frame.time) if frame.time is not None else frame_count / (fps or 1.0)
                     _check_length(t, max_seconds, name)
                     if previous is not None:
-                        _assign(chosen, previous, t)
+                        _assign(chosen, previous, t, rate)
                     previous = (t if previous is not None else min(t, 0.0), frame)
                     last_time, frame_count = t, frame_count + 1
         except av.FFmpegError as exc:
@@ -168,23 +173,23 @@ def decode_video(source: MediaSource, max_seconds: float | None = 60.0, name: st
         step = 1.0 / fps if fps > 0 else 0.0
         duration = max(last_time + step, _stream_duration(vstream, container) or 0.0)
         _check_length(duration, max_seconds, name)
-        seconds = _seconds(duration)
-        _assign(chosen, previous, float(seconds))
+        count = _seconds(duration * rate, SECOND_TOLERANCE * rate)
+        _assign(chosen, previous, count / rate, rate)
         waveform = resampler.finish()
         if waveform.numel() == 0:
             raise MediaError(f"{name}: the audio track holds no samples", "no_audio")
-        frames = torch.from_numpy(np.stack([chosen[k] for k in range(seconds)])).permute(0, 3, 1, 2).contiguous()
+        frames = torch.from_numpy(np.stack([chosen[k] for k in range(count)])).permute(0, 3, 1, 2).contiguous()
         return Media(frames, waveform, SAMPLE_RATE, fps, duration, vstream.codec_context.width,
-                     vstream.codec_context.height)
+                     vstream.codec_context.height, rate)
     finally:
         container.close()
 
 
-def _assign(chosen: dict[int, np.ndarray], previous: tuple[float, object], until: float) -> None:
-    """The previous frame is on screen from its time until `until`: it is the frame of each whole
-    second k in [time, until) not yet taken."""
+def _assign(chosen: dict[int, np.ndarray], previous: tuple[float, object], until: float, rate: float = 1.0) -> None:
+    """The previous frame is on screen from its time until `until`: it is the frame of each sample time
+    k / rate in [time, until) not yet taken."""
     start, frame = previous
-    first, stop = max(0, math.ceil(start - 1e-9)), math.ceil(until - 1e-9)
+    first, stop = max(0, math.ceil(start * rate - 1e-9)), math.ceil(until * rate - 1e-9)
     if stop <= first:
         return
     rgb = None
@@ -253,29 +258,48 @@ def decode_images(images: list[bytes], names: list[str] | None = None, max_pixel
 CODECS = {"mp4": ("libx264", "aac"), "mkv": ("libx264", "aac"), "webm": ("libvpx", "libopus")}
 
 
-def encode_video(target: str | Path | BinaryIO, frames: torch.Tensor, fps: float, waveform: torch.Tensor | None,
-                 sample_rate: int = SAMPLE_RATE, container: str = "mp4") -> None:
-    """Write frames and audio as a video file (the reverse of decode_video; tests and benchmarks use it).
+# Audio codecs an mp4/mkv can hold as they are: `VideoWriter` copies such a source track unchanged.
+COPYABLE_AUDIO = ("aac", "mp3", "alac")
 
-    target: a path or a writable binary file object. frames: uint8 [N, 3, H, W] shown at `fps` (H, W even).
-    waveform: float [samples] or [channels, samples] at `sample_rate` (None: no audio track).
-    container: "mp4" (H.264 + AAC), "mkv" (H.264 + AAC) or "webm" (VP8 + Opus).
+
+class VideoWriter:
+    """Write frames one at a time, with an audio track, as a video file.
+
+    target: a path or a writable binary file object; fps: frames per second; size: (H, W), both even.
+    Audio, at most one of: `audio_from`, a media file whose first audio track is copied unchanged when
+    its codec fits the container (else it is decoded and re-encoded); `waveform` float [samples] or
+    [channels, samples] at `sample_rate`, encoded. container: "mp4" (H.264 + AAC), "mkv" (H.264 + AAC) or
+    "webm" (VP8 + Opus). quality: the video encoder's CRF (lower is better; None: the encoder's default).
+    Use as a context manager, or call close() (which writes the audio and the index).
     """
-    import av
 
-    if container not in CODECS:
-        raise ValueError(f"container must be one of {', '.join(CODECS)}, got {container!r}")
-    vcodec, acodec = CODECS[container]
-    frames = torch.as_tensor(frames)
-    if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(f"frames must be uint8 [N, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
-    out = av.open(target if not isinstance(target, Path) else str(target), "w",
-                  format={"mkv": "matroska"}.get(container, container))
-    try:
-        video = out.add_stream(vcodec, rate=round(fps))
-        video.width, video.height, video.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
-        audio = None
-        if waveform is not None:
+    def __init__(self, target: str | Path | BinaryIO, fps: float, size: tuple[int, int],
+                 waveform: torch.Tensor | None = None, sample_rate: int = SAMPLE_RATE,
+                 audio_from: str | Path | None = None, container: str = "mp4", quality: int | None = None):
+        import av
+
+        if container not in CODECS:
+            raise ValueError(f"container must be one of {', '.join(CODECS)}, got {container!r}")
+        if size[0] % 2 or size[1] % 2:
+            raise ValueError(f"frame size {size[0]}x{size[1]} must be even (yuv420p)")
+        vcodec, acodec = CODECS[container]
+        self._out = av.open(target if not isinstance(target, Path) else str(target), "w",
+                            format={"mkv": "matroska"}.get(container, container))
+        self._video = self._out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
+        self._video.width, self._video.height, self._video.pix_fmt = size[1], size[0], "yuv420p"
+        if quality is not None:
+            self._video.options = {"crf": str(quality)}
+        self._size, self._source, self._audio, self._wave = size, None, None, None
+        if audio_from is not None:
+            source = av.open(str(audio_from))
+            track = source.streams.audio[0] if source.streams.audio else None
+            if track is not None and container != "webm" and track.codec_context.name in COPYABLE_AUDIO:
+                self._source, self._audio = source, self._out.add_stream_from_template(track)
+            else:
+                source.close()
+                if track is not None:
+                    waveform, sample_rate = decode_audio(audio_from, max_seconds=None)[None], SAMPLE_RATE
+        if self._source is None and waveform is not None:
             wave = torch.as_tensor(waveform, dtype=torch.float32)
             wave = wave[None] if wave.ndim == 1 else wave
             opus_rates = (8000, 12000, 16000, 24000, 48000)
@@ -284,19 +308,62 @@ def encode_video(target: str | Path | BinaryIO, frames: torch.Tensor, fps: float
                 import torchaudio.functional as AF
 
                 wave = AF.resample(wave, sample_rate, rate)
-            audio = out.add_stream(acodec, rate=rate)
-            audio.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            self._audio = self._out.add_stream(acodec, rate=rate)
+            self._audio.layout = "mono" if wave.shape[0] == 1 else "stereo"
+            self._wave = wave[:2].numpy()
+
+    def add(self, image: np.ndarray) -> None:
+        """Append one frame: uint8 [H, W, 3] RGB at the writer's size."""
+        import av
+
+        if image.shape != (*self._size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8 [{self._size[0]}, {self._size[1]}, 3], got {image.dtype} "
+                             f"{tuple(image.shape)}")
+        self._out.mux(self._video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+
+    def close(self) -> None:
+        """Flush the video, write the audio track, finish the file."""
+        import av
+
+        try:
+            self._out.mux(self._video.encode())
+            if self._source is not None:
+                for packet in self._source.demux(self._source.streams.audio[0]):
+                    if packet.dts is None:
+                        continue
+                    packet.stream = self._audio
+                    self._out.mux(packet)
+            elif self._audio is not None:
+                size = self._audio.codec_context.frame_size or 1024
+                for start in range(0, self._wave.shape[1], size):
+                    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._wave[:, start:start + size]),
+                                                       format="fltp", layout=self._audio.layout.name)
+                    frame.sample_rate, frame.pts = self._audio.rate, start
+                    self._out.mux(self._audio.encode(frame))
+                self._out.mux(self._audio.encode())
+        finally:
+            self._out.close()
+            if self._source is not None:
+                self._source.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def encode_video(target: str | Path | BinaryIO, frames: torch.Tensor, fps: float, waveform: torch.Tensor | None,
+                 sample_rate: int = SAMPLE_RATE, container: str = "mp4") -> None:
+    """Write frames and audio as a video file (the reverse of decode_video; tests and benchmarks use it).
+
+    target: a path or a writable binary file object. frames: uint8 [N, 3, H, W] shown at `fps` (H, W even).
+    waveform: float [samples] or [channels, samples] at `sample_rate` (None: no audio track).
+    container: "mp4" (H.264 + AAC), "mkv" (H.264 + AAC) or "webm" (VP8 + Opus).
+    """
+    frames = torch.as_tensor(frames)
+    if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 [N, 3, H, W], got {frames.dtype} {tuple(frames.shape)}")
+    with VideoWriter(target, fps, tuple(frames.shape[-2:]), waveform, sample_rate, container=container) as writer:
         for image in frames.permute(0, 2, 3, 1).numpy():
-            out.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
-        out.mux(video.encode())
-        if audio is not None:
-            data = wave[:2].numpy()
-            size = audio.codec_context.frame_size or 1024
-            for start in range(0, data.shape[1], size):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start:start + size]), format="fltp",
-                                                   layout=audio.layout.name)
-                frame.sample_rate, frame.pts = audio.rate, start
-                out.mux(audio.encode(frame))
-            out.mux(audio.encode())
-    finally:
-        out.close()
+            writer.add(image)

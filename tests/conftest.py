@@ -33,6 +33,49 @@ def tiny_copy(tiny_data: Path, tmp_path: Path) -> Path:
     return dst
 
 
+# -- a tiny two-stage model, trained once per session -------------------------------------------------------------
+TRAIN_PARAMS = {
+    # stage 1 trains long enough (the demo's loss) to mark some pixels and not others, so that tests of
+    # serving and prediction compare a real segmentation; stage 2 only needs to run
+    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
+              "checkpoint_every": 50, "val_every": 50, "seed": 0, "model": {"semantic_weight": 5},
+              "stage1": {"steps": 40}, "stage2": {"steps": 2}},
+    "features": {"mask_source": "regions", "maskige_size": 64},
+    "package": {"model_name": "avs", "batch_size": 4, "max_batch_delay_ms": 300, "max_seconds": 6,
+                "max_payload_mb": 0.5, "warmup_seconds": 2, "warmup_size": 64, "threads": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict:
+    """features -> stage 1 (40 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set, one
+    CPU thread. "folder" holds stage1/best.pt and stage2/best.pt as the pipeline's models/ does; "params"
+    is the parameters file (TRAIN_PARAMS, also under "settings") the steps read."""
+    import torch
+    import yaml
+
+    from components.cli import main
+
+    root = tmp_path_factory.mktemp("trained")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(TRAIN_PARAMS))
+    features, priors, folder = root / "features", root / "priors", root / "models"
+    stage1, stage2 = folder / "stage1" / "best.pt", folder / "stage2" / "best.pt"
+    common = ["--data", str(tiny_data), "--features", str(features)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["features", "--data", str(tiny_data), "--out", str(features), "--maskige-size", "64"]) == 0
+        assert main(["train", "--stage", "1", *common, "--out", str(stage1.parent), "--params", str(params)]) == 0
+        assert main(["predict-masks", *common, "--model", str(stage1), "--out", str(priors)]) == 0
+        assert main(["train", "--stage", "2", *common, "--priors", str(priors), "--init", str(stage1),
+                     "--out", str(stage2.parent), "--params", str(params)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "params": params, "settings": TRAIN_PARAMS, "features": features, "priors": priors,
+            "data": tiny_data, "folder": folder, "stage1": stage1, "stage2": stage2}
+
+
 @contextmanager
 def moto_s3_server(env: dict[str, str] | None = None) -> Iterator[str]:
     """A moto S3 server on a free loopback port; yields its endpoint URL, stops it on exit."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,8 +104,6 @@ def test_api_parses_each_request_kind_and_encodes_masks() -> None:
     import base64
     import json
 
-    import numpy as np
-
     from components.serve.api import ApiError, Limits, parse_request, png_b64, png_decode, rle_decode, rle_encode
 
     limits = Limits(max_seconds=4, max_payload_mb=1)
@@ -143,19 +142,7 @@ def test_api_parses_each_request_kind_and_encodes_masks() -> None:
     assert (png_decode(png_b64(labels, np.zeros((71, 3), np.uint8))) == labels).all()
 
 
-# -- a tiny two-stage model trained here -----------------------------------------------------------------------
-TRAIN_PARAMS = {
-    # stage 1 trains long enough (the demo's loss) to mark some pixels and not others, so that the archive
-    # test below compares a real segmentation; stage 2 only needs to run
-    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
-              "checkpoint_every": 50, "val_every": 50, "seed": 0, "model": {"semantic_weight": 5},
-              "stage1": {"steps": 40}, "stage2": {"steps": 2}},
-    "features": {"mask_source": "regions", "maskige_size": 64},
-    "package": {"model_name": "avs", "batch_size": 4, "max_batch_delay_ms": 300, "max_seconds": 6,
-                "max_payload_mb": 0.5, "warmup_seconds": 2, "warmup_size": 64, "threads": 1},
-}
-
-
+# -- the tiny two-stage model of conftest.py (`models`), in process and served ------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One CPU thread: on a shared 2-core machine, two spinning OpenMP threads run ten times slower."""
@@ -163,27 +150,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> dict:
-    """features -> stage 1 (40 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set."""
-    import yaml
-
-    from components.cli import main
-
-    root = tmp_path_factory.mktemp("serve-models")
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(TRAIN_PARAMS))
-    features, priors = root / "features", root / "priors"
-    common = ["--data", str(tiny_data), "--features", str(features)]
-    assert main(["features", "--data", str(tiny_data), "--out", str(features), "--maskige-size", "64"]) == 0
-    assert main(["train", "--stage", "1", *common, "--out", str(root / "s1"), "--params", str(params)]) == 0
-    assert main(["predict-masks", *common, "--model", str(root / "s1" / "best.pt"), "--out", str(priors)]) == 0
-    assert main(["train", "--stage", "2", *common, "--priors", str(priors), "--init", str(root / "s1" / "best.pt"),
-                 "--out", str(root / "s2"), "--params", str(params)]) == 0
-    return {"root": root, "params": params, "features": features, "priors": priors, "data": tiny_data,
-            "stage1": root / "s1" / "best.pt", "stage2": root / "s2" / "best.pt"}
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +222,8 @@ def archive(models: dict) -> dict:
     gate = models["root"] / "gate.json"
     gate.write_text(json.dumps({"passed": True, "reasons": ["every gate metric meets its threshold"]}))
     out = models["root"] / "serving"
-    record = package(models["stage1"], models["stage2"], out, gate, TRAIN_PARAMS["package"], TRAIN_PARAMS["features"])
+    settings = models["settings"]
+    record = package(models["stage1"], models["stage2"], out, gate, settings["package"], settings["features"])
     assert record["packaged"] and (out / "avs.mar").is_file() and not verify_archive(out / "avs.mar")
     return {"dir": out, "record": record}
 
@@ -471,8 +438,6 @@ def test_the_served_archive_scores_what_avs_evaluate_scores(server: dict, models
     """The packaged archive in a real TorchServe, sent every S4 and MS3 test clip as frames + WAV, reaches the
     foreground mIoU against the ground truth that `avs evaluate` reports for those clips (within 0.01): the
     archive is the evaluated model, with the evaluated preprocessing."""
-    import numpy as np
-
     from components.avsbench.layout import list_clips
     from components.avsbench.reader import read_target
     from components.evaluate.run import evaluate
@@ -498,3 +463,30 @@ def test_the_served_archive_scores_what_avs_evaluate_scores(server: dict, models
         assert 0.01 < served_fg.mean() < 0.99, (subset, served_fg.mean())
         assert s4_miou(served_fg.astype(np.float32), truth_fg) == pytest.approx(metrics[subset]["test"]["miou"],
                                                                                 abs=0.01), subset
+
+
+@pytest.mark.slow
+def test_client_overlay_equals_avs_predicts(server: dict, models: dict, tmp_path) -> None:
+    """The client draws the endpoint's answer as `avs predict` draws its own, for the same clip and model."""
+    import json
+
+    from components.export_video import find_clip
+    from components.cli import main
+    from components.serve.client import Client, write_overlay
+
+    video = tmp_path / "clip.mp4"
+    clip = find_clip(models["data"], subset="ms3", split="test")
+    assert main(["export-video", "--data", str(models["data"]), "--clip", clip.key, "--out", str(video),
+                 "--fps", "1", "--height", "160"]) == 0
+    client = Client(f"http://127.0.0.1:{server['ports'][0]}", key_file=server["run_dir"] / "key_file.json")
+    served = write_overlay(client.predict_video(video), video, tmp_path / "served.mp4")
+    assert main(["predict", str(video), "--model", str(models["folder"]), "--out", str(tmp_path / "local"),
+                 "--params", str(models["params"])]) == 0
+    local = json.loads((tmp_path / "local" / "clip.json").read_text())
+    assert local["num_frames"] == 5 and any(c["id"] > 0 for f in local["frames"] for c in f["classes"])
+    a = decode_video(served).frames.float()
+    b = decode_video(tmp_path / "local" / "clip.overlay.mp4").frames.float()
+    assert a.shape == b.shape == (5, 3, 160, 160)
+    close = ((a - b).abs() <= 8).float().mean()
+    assert close > 0.99, f"only {close:.3f} of the overlay pixels agree"
+    assert (a - b).abs().mean() < 1.0

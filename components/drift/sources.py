@@ -192,17 +192,6 @@ def _video_rows(folder: Path, predictor: Predictor | None, strict: bool,
     return _collect(files, read, str, "drift: videos", strict)
 
 
-def _checkpoints(model: Path) -> tuple[Path, Path | None]:
-    """(stage-1, stage-2 or None) checkpoint files of `model`: a models folder, a serving folder or one file."""
-    if model.is_file():
-        return model, None
-    for one, two in (("stage1/best.pt", "stage2/best.pt"), ("stage1.pt", "stage2.pt")):
-        if (model / one).is_file():
-            return model / one, (model / two if (model / two).is_file() else None)
-    raise StepError(f"{model}: no model found (expected stage1/best.pt [+ stage2/best.pt], stage1.pt [+ stage2.pt], "
-                    "or a stage-1 best.pt file)")
-
-
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -221,16 +210,11 @@ def load_predictor(model: Path, device: str | None = None) -> tuple[Predictor, d
     Segmenter, the code path of the endpoint. StepError when no model is found or it cannot be loaded.
     """
     from components.drift.descriptors import prediction_arrays
-    from components.infer import Segmenter
+    from components.infer import model_files, open_segmenter
 
     model = Path(model)
-    if not model.exists():
-        raise StepError(f"{model}: no such model file or folder")
-    stage1, stage2 = _checkpoints(model)
-    try:
-        segmenter = Segmenter(stage1, stage2, device=device)
-    except ValueError as exc:
-        raise StepError(f"{model}: {exc}") from exc
+    stage1, stage2 = model_files(model)
+    segmenter = open_segmenter(model, device=device)
     files = [p for p in (stage1, stage2) if p is not None]
     info = {"path": str(model), "files": [str(p) for p in files],
             "sha256": _sha256(stage1) if stage2 is None else "+".join(_sha256(p)[:32] for p in files),

@@ -15,35 +15,38 @@ import numpy as np
 import torch
 from PIL import Image
 
-from components.avsbench.classes import AVSS_CLASSES, avss_palette
-from components.avsbench.layout import present_subsets
+from components.avsbench.classes import AVSS_CLASSES
+from components.avsbench.layout import ClipFiles, present_subsets
 from components.common import StepError, atomic_dir, progress, write_json_atomic
-from components.train.data import MEAN, STD, ClipDataset
+from components.infer import class_names
+from components.overlay import draw_overlay
+from components.train.data import ClipDataset
 from components.train.masks import load_trained
 from components.train.predict import predict, require_priors
 from model.metrics import avss_scores, fscore_curve, s4_fscore, s4_miou
 
 GALLERY_CLIPS = 3
+GALLERY_HEIGHT = 256   # pixels per gallery frame
 
 
-def _overlay(frame: torch.Tensor, colours: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """Blend a uint8 colour map [S, S, 3] over a normalised frame [3, S, S]."""
-    rgb = ((frame * STD + MEAN).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.float32)
-    mask = colours.any(-1, keepdims=True)
-    return np.where(mask, (1 - alpha) * rgb + alpha * colours, rgb).astype(np.uint8)
-
-
-def _gallery(path: Path, frames: torch.Tensor, truth: np.ndarray, predicted: np.ndarray) -> None:
-    """Rows: frames, ground truth over frames, prediction over frames. truth/predicted uint8 [T, S, S, 3]."""
-    rows = [np.concatenate([_overlay(f, np.zeros_like(truth[0])) for f in frames], 1),
-            np.concatenate([_overlay(f, c) for f, c in zip(frames, truth, strict=True)], 1),
-            np.concatenate([_overlay(f, c) for f, c in zip(frames, predicted, strict=True)], 1)]
+def _gallery(path: Path, clip: ClipFiles, truth: np.ndarray, predicted: np.ndarray, names: tuple[str, ...]) -> None:
+    """A readable picture of one clip: rows frames / ground truth / prediction, each frame resized to
+    GALLERY_HEIGHT pixels (the stored frames, not the network's small input) with a class legend.
+    truth/predicted int [T, S, S] class maps (255: no label)."""
+    rows: list[list[np.ndarray]] = [[], [], []]
+    for t, frame_path in enumerate(clip.frames):
+        image = Image.open(frame_path).convert("RGB")
+        width = round(image.width * GALLERY_HEIGHT / image.height)
+        frame = np.asarray(image.resize((width, GALLERY_HEIGHT), Image.BILINEAR))
+        for row, (maps, caption) in enumerate(((None, f"frame {t}"), (truth, "truth"), (predicted, "prediction"))):
+            if maps is None:
+                rows[row].append(draw_overlay(frame, np.zeros(frame.shape[:2], np.int64), names, caption=caption))
+                continue
+            labels = np.where(maps[t] == 255, 0, maps[t]).astype(np.uint8)
+            big = np.asarray(Image.fromarray(labels).resize((width, GALLERY_HEIGHT), Image.NEAREST))
+            rows[row].append(draw_overlay(frame, big, names, caption=caption))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, 0)).save(path)
-
-
-def _binary_colours(mask: np.ndarray) -> np.ndarray:
-    return np.where(mask[..., None], np.array([255, 60, 60], np.uint8), 0).astype(np.uint8)
+    Image.fromarray(np.concatenate([np.concatenate(r, 1) for r in rows], 0)).save(path)
 
 
 def _evaluate_binary(model, data, features, subset, split, size, tmp) -> tuple[dict[str, float], np.ndarray]:
@@ -55,8 +58,8 @@ def _evaluate_binary(model, data, features, subset, split, size, tmp) -> tuple[d
         probs.append(p[has_gt, 1])
         labels.append(lab[has_gt] == 1)
         if split == "test" and index < GALLERY_CLIPS:
-            _gallery(tmp / "gallery" / f"{subset}_{index}.png", batch["frames"][0],
-                     _binary_colours((lab == 1).numpy()), _binary_colours((p[:, 1] > 0.5).numpy()))
+            _gallery(tmp / "gallery" / f"{subset}_{index}.png", dataset.clips[index], lab.numpy(),
+                     (p[:, 1] > 0.5).long().numpy(), class_names(2))
     p, g = torch.cat(probs), torch.cat(labels)
     frames_per_clip = dataset.clips[0].num_frames
     metrics = {"miou": s4_miou(p, g), "fscore": s4_fscore(p, g, frames_per_batch=frames_per_clip),
@@ -67,16 +70,14 @@ def _evaluate_binary(model, data, features, subset, split, size, tmp) -> tuple[d
 def _evaluate_avss(model, data, features, priors, split, size, tmp) -> dict[str, Any]:
     dataset = ClipDataset(data, features, 2, split, size, priors)
     preds, labels = [], []
-    palette = avss_palette()
     for index, p, batch in progress(predict(model, dataset, torch.device("cpu")), f"evaluate avss {split}",
                                     total=len(dataset)):
         lab, has_gt = batch["labels"], batch["has_gt"]
         preds.append(p[has_gt].argmax(1))
         labels.append(lab[has_gt])
         if split == "test" and index < GALLERY_CLIPS:
-            truth = palette[lab.clamp(max=70).numpy()] * (lab != 255).numpy()[..., None]
-            _gallery(tmp / "gallery" / f"avss_{index}.png", batch["frames"][0], truth.astype(np.uint8),
-                     palette[p.argmax(1).numpy()])
+            _gallery(tmp / "gallery" / f"avss_{index}.png", dataset.clips[index], lab.numpy(),
+                     p.argmax(1).numpy(), AVSS_CLASSES)
     return avss_scores(torch.cat(preds), torch.cat(labels), num_classes=len(AVSS_CLASSES))
 
 

@@ -160,6 +160,32 @@ def log_mel_scales(waveforms: torch.Tensor, windows: tuple[int | str, ...] = NTA
     return {w: torch.stack(r) if r else torch.empty(0, 0, 1, EXAMPLE_FRAMES, NUM_MELS) for w, r in per_window.items()}
 
 
+def log_mel_at(waveform: torch.Tensor, positions: list[float],
+               windows: tuple[int | str, ...] = NTAVS_WINDOWS) -> dict[int | str, torch.Tensor]:
+    """Log-mel examples of one mono 16 kHz clip at any positions on the example grid (denser than one a second).
+
+    waveform: float [samples]; positions: p per wanted example, in examples (0.96 s each). Example p is
+    the 96 frames from frame round(96 p), so a whole p gives exactly example p of `log_mel_scales`; past
+    the last whole example it is held at that example (the "repeat" padding), and a clip holding no whole
+    example gives zeros. Only the frames the positions need are computed. Returns window -> float32
+    [len(positions), 1, 96, 64].
+    """
+    x = torch.as_tensor(waveform).to(torch.float64)
+    out: dict[int | str, torch.Tensor] = {}
+    for window in windows:
+        whole = seconds_in(len(x), window)
+        examples = torch.zeros(len(positions), 1, EXAMPLE_FRAMES, NUM_MELS)
+        if whole and positions:
+            starts = [min(round(EXAMPLE_FRAMES * p), EXAMPLE_FRAMES * (whole - 1)) for p in positions]
+            first, last = min(starts), max(starts) + EXAMPLE_FRAMES
+            span = x[HOP * first: HOP * (last - 1) + scale_of(window).window]
+            mel = _mel_frames(span, window, last - first)
+            for i, start in enumerate(starts):
+                examples[i, 0] = mel[start - first: start - first + EXAMPLE_FRAMES]
+        out[window] = examples
+    return out
+
+
 def log_mel_batch(waveforms: torch.Tensor, window: int | str, seconds: int | None = None,
                   pad: str = "repeat") -> torch.Tensor:
     """Log-mel examples of a batch of mono 16 kHz clips at one scale: float32 [B, n, 1, 96, 64]."""

@@ -277,14 +277,15 @@ def png_decode(data: str) -> np.ndarray:
         return np.asarray(img if img.mode in ("L", "P") else img.convert("L"))
 
 
-def encode_result(result: Any, request: ClipRequest, model: Mapping[str, Any], threshold: float = 0.5
-                  ) -> dict[str, Any]:
+def encode_result(result: Any, request: ClipRequest, model: Mapping[str, Any], threshold: float = 0.5,
+                  first_frame: int = 0, rate: float = 1.0) -> dict[str, Any]:
     """The JSON answer for one clip (`result`: a components.infer.ClipResult).
 
     {"num_frames", "size": [H, W], "mask_format", "classes": clip-level classes, "frames": [{"index",
     "time", "classes", "foreground", "mask"}], "timings_ms", "model"}. png: "mask" is a palette PNG whose
     pixel values are class indices, "foreground" a 0/255 PNG. rle: "foreground" and every class entry's
-    "rle" are COCO RLEs, "mask" is null.
+    "rle" are COCO RLEs, "mask" is null. Frame t of the result gets index `first_frame` + t and time
+    index / `rate` seconds (the endpoint: one frame per second from 0; `avs predict` windows: others).
     """
     from components.avsbench.classes import avss_palette
 
@@ -302,7 +303,8 @@ def encode_result(result: Any, request: ClipRequest, model: Mapping[str, Any], t
             for c in classes:
                 c["rle"] = rle_encode(class_map[t] == c["id"])
             entry = {"foreground": rle_encode(fg[t]), "mask": None}
-        frames.append({"index": t, "time": float(t), "classes": classes, **entry})
+        index = first_frame + t
+        frames.append({"index": index, "time": round(index / rate, 4), "classes": classes, **entry})
     timings = {"decode": request.decode_ms, **result.timings, "encode": round((time.perf_counter() - start) * 1000, 2)}
     return {"num_frames": int(class_map.shape[0]), "size": list(class_map.shape[1:]),
             "mask_format": request.mask_format, "request_kind": request.kind, "classes": result.clip_classes,

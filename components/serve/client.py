@@ -1,4 +1,4 @@
-"""A small Python client of the prediction endpoint (standard library only).
+"""A small Python client of the prediction endpoint (standard library and numpy; `--overlay` also PyAV).
 
     from components.serve.client import Client
     client = Client("http://127.0.0.1:8080", model="avs", key_file=".serve/key_file.json")
@@ -8,7 +8,8 @@
     masks = masks_of(answer)   # per frame: class map uint8 [H, W] and foreground bool [H, W]
 
 Or from a shell: `python -m components.serve.client clip.mp4 --url http://127.0.0.1:8080 --key-file
-.serve/key_file.json`. A 4xx/5xx answer raises PredictionError carrying the server's JSON error.
+.serve/key_file.json [--overlay clip.overlay.mp4]` (the overlay is drawn as `avs predict` draws it).
+A 4xx/5xx answer raises PredictionError carrying the server's JSON error.
 """
 
 from __future__ import annotations
@@ -130,6 +131,36 @@ def masks_of(answer: dict[str, Any]) -> list[dict[str, np.ndarray]]:
     return out
 
 
+def write_overlay(answer: dict[str, Any], video: str | Path, out: str | Path) -> Path:
+    """Draw an answer to `video` over its frames, as `avs predict` draws its own: an mp4 at one frame per
+    second (the endpoint's rate) with the video's audio track. Written via a temporary file and a rename.
+    ValueError when the answer does not fit the video (frame count or size)."""
+    import os
+
+    from components.infer import class_names
+    from components.media import VideoWriter, decode_video
+    from components.overlay import overlay_frame
+
+    media = decode_video(video, max_seconds=None)
+    masks = masks_of(answer)
+    if len(masks) != media.frames.shape[0] or list(media.frames.shape[-2:]) != list(answer["size"]):
+        raise ValueError(f"the answer ({len(masks)} frames of {answer['size']}) is not about {video} "
+                         f"({media.frames.shape[0]} frames of {list(media.frames.shape[-2:])})")
+    names = class_names(int(answer["model"]["num_classes"]))
+    out = Path(out)
+    height, width = answer["size"]
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.mp4")
+    try:
+        with VideoWriter(tmp, 1.0, (height - height % 2, width - width % 2), media.waveform, media.sample_rate,
+                         audio_from=video) as writer:
+            for k, (frame, mask) in enumerate(zip(media.frames, masks, strict=True)):
+                writer.add(overlay_frame(frame.permute(1, 2, 0).numpy(), mask["class_map"], names, float(k)))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: send a video (or --frames + --audio) and print the answer without its masks."""
     parser = argparse.ArgumentParser(description="Send a clip to the AVS endpoint")
@@ -141,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-file", default=".serve/key_file.json", help="TorchServe's key file (token auth)")
     parser.add_argument("--mask-format", choices=["png", "rle"])
     parser.add_argument("--out", help="write the full JSON answer here")
+    parser.add_argument("--overlay", metavar="OUT.mp4", help="draw the answer over the video (needs a video)")
     args = parser.parse_args(argv)
+    if args.overlay and not args.video:
+        parser.error("--overlay draws over a video: give one")
     client = Client(args.url, args.model, key_file=args.key_file)
     try:
         if args.video:
@@ -155,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.out:
         Path(args.out).write_text(json.dumps(answer))
+    if args.overlay:
+        print(f"overlay: {write_overlay(answer, args.video, args.overlay)}", file=sys.stderr)
     summary = {k: v for k, v in answer.items() if k != "frames"}
     summary["frames"] = [{"index": f["index"], "classes": [{k: c[k] for k in ("id", "name", "score", "area")}
                                                           for c in f["classes"]]} for f in answer["frames"]]
