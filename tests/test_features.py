@@ -160,6 +160,24 @@ def test_features_step_writes_every_clip(tiny_data, tmp_path) -> None:
                     assert img.mode == "P" and img.size == (64, 64)
 
 
+def test_features_are_byte_identical_run_to_run(tiny_data, tmp_path) -> None:
+    """The same data give the same bytes (DVC hashes them: different bytes would retrain on unchanged
+    inputs), whatever the batch size and thread count."""
+    runs = []
+    for i, (batch, threads) in enumerate(((3, 1), (32, 2))):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            assert main(["features", "--data", str(tiny_data), "--out", str(tmp_path / f"f{i}"),
+                         "--maskige-size", "64", "--batch-size", str(batch)]) == 0
+        finally:
+            torch.set_num_threads(before)
+        runs.append({p.relative_to(tmp_path / f"f{i}"): p.read_bytes()
+                     for p in sorted((tmp_path / f"f{i}").rglob("*")) if p.is_file()})
+    assert runs[0].keys() == runs[1].keys() and len(runs[0]) > 100
+    assert [k for k in runs[0] if runs[0][k] != runs[1][k]] == []
+
+
 def test_features_step_fails_on_a_corrupt_clip_leaving_nothing(tiny_copy, tmp_path, capsys) -> None:
     files = list_clips(tiny_copy, "ms3", "val")[0]
     files.audio.write_bytes(b"RIFF....WAVEgarbage")

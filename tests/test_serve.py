@@ -470,8 +470,8 @@ def test_client_overlay_equals_avs_predicts(server: dict, models: dict, tmp_path
     """The client draws the endpoint's answer as `avs predict` draws its own, for the same clip and model."""
     import json
 
-    from components.export_video import find_clip
     from components.cli import main
+    from components.export_video import find_clip
     from components.serve.client import Client, write_overlay
 
     video = tmp_path / "clip.mp4"

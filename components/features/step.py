@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -78,8 +79,10 @@ def _flush(batch: list[tuple[ClipFiles, torch.Tensor]], out: Path, t: Timings) -
     for i, (files, _) in enumerate(batch):
         path = logmel_file(out, files)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v[i].contiguous() for k, v in scales.items()}, str(path),
-                  metadata={"clip": files.key, "sample_rate": str(SAMPLE_RATE), "version": str(FEATURES_VERSION)})
+        # one metadata entry: safetensors writes several in a random order, so the same features would
+        # give different bytes on every run, and DVC would retrain on unchanged inputs
+        about = json.dumps({"clip": files.key, "sample_rate": SAMPLE_RATE, "version": FEATURES_VERSION}, sort_keys=True)
+        save_file({k: v[i].contiguous() for k, v in scales.items()}, str(path), metadata={"avs_features": about})
         t.counts["audio_clips"] += 1
     t.io += time.perf_counter() - start
 
