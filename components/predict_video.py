@@ -85,6 +85,7 @@ def predict_video(segmenter: Any, video: Path, out: Path, fps: float = 1.0, wind
     model_info = {**segmenter.info(), "fps": fps, "window_frames": per_window}
     found: dict[int, dict[str, Any]] = {}
     frames_json: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
     json_path, overlay_path = out / f"{name}.json", out / f"{name}.overlay.mp4"
     tmp_overlay = out / f".{name}.overlay.mp4.tmp-{os.getpid()}"
     height, width = media.frames.shape[-2:]

@@ -121,6 +121,11 @@ def test_stage_two_and_evaluation(workspace: dict[str, Path], capsys) -> None:
     for subset in ("s4", "ms3"):
         assert 0 <= values[subset]["test"]["miou"] <= 1 and 0 <= values[subset]["test"]["fscore"] <= 1
     assert (report / "report.md").read_text().count("![") >= 3 and list((report / "gallery").glob("*.png"))
+    from PIL import Image
+
+    for picture in (report / "gallery").glob("*.png"):   # frames / truth / prediction rows, 256 px each
+        with Image.open(picture) as img:
+            assert img.height == 3 * 256 and img.width >= 5 * 256, (picture.name, img.size)
     assert (report / "plots" / "fscore_s4.csv").is_file() and (report / "plots" / "avss_class_iou.csv").is_file()
     decision = root / "gate.json"
     assert main(["gate", "--metrics", str(metrics), "--params", str(ws["params"]), "--out", str(decision)]) == 0
