@@ -42,9 +42,9 @@ from components.features.proposals import RegionProposer
 from components.features.step import compute_features
 from components.synth.baseline import audio_blind_scores
 from components.synth.generate import SynthConfig, generate, resolve_config, sounding_classes
+from components.train.checkpoint import load_trained
 from components.train.data import ClipDataset
 from components.train.loop import TrainConfig, train
-from components.train.masks import load_trained
 from components.train.predict import predict
 from model.metrics import s4_miou
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 import yaml
 
 from components.synth.generate import SynthConfig, iter_clips, resolve_config
+from components.train.checkpoint import load_trained
 from components.train.data import ClipDataset
-from components.train.masks import load_trained
 from components.train.predict import predict
 
 SUBSETS = ("s4", "ms3")

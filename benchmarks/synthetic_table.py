@@ -77,8 +77,8 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                                    audio_pretrain_steps=cfg1.audio_pretrain_steps,
                                    audio_pretrain_sources=cfg1.audio_pretrain_sources)
         train(cfg2, data, features, folder / "stage2")
-        return evaluate(data, features, None, folder / "stage2" / "best.pt", None, folder / "report",
-                        folder / "metrics.json")
+        return evaluate(data, features, stage1=None, stage2=folder / "stage2" / "best.pt", priors=None,
+                        out=folder / "report", metrics_path=folder / "metrics.json")
     stage1 = work / "full" / "stage1" if reuse else folder / "stage1"
     priors = work / "full" / "priors" if reuse else folder / "priors"
     if no_prior:
@@ -87,8 +87,8 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
         train(cfg1, data, features, stage1)
         predict_masks(data, features, stage1 / "best.pt", priors)
     train(cfg2, data, features, folder / "stage2", priors, init=stage1 / "best.pt")
-    return evaluate(data, features, stage1 / "best.pt", folder / "stage2" / "best.pt", priors,
-                    folder / "report", folder / "metrics.json")
+    return evaluate(data, features, stage1=stage1 / "best.pt", stage2=folder / "stage2" / "best.pt", priors=priors,
+                    out=folder / "report", metrics_path=folder / "metrics.json")
 
 
 def set_param(params: dict, assignment: str) -> None:

@@ -102,7 +102,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from components.evaluate.run import evaluate, metrics_table
 
     runs = {f"stage{i}": p.parent for i, p in ((1, args.stage1), (2, args.stage2)) if p is not None}
-    metrics = evaluate(args.data, args.features, args.stage1, args.stage2, args.priors, args.out, args.metrics, runs)
+    metrics = evaluate(args.data, args.features, stage1=args.stage1, stage2=args.stage2, priors=args.priors,
+                       out=args.out, metrics_path=args.metrics, runs=runs)
     print(metrics_table(metrics))
     return 0
 
@@ -231,8 +232,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
                                     model_uri=args.model_uri, s3_endpoint=args.s3_endpoint, claim=args.claim,
                                     token_auth=args.token_auth, create_namespace=args.create_namespace or None)
     timeout = args.timeout if args.timeout is not None else float(deploy.get("timeout_s", 1200))
-    summary = run_deploy(settings, args.manifests, args.gate, args.upload, args.render, args.kubeconfig,
-                         args.context, timeout, force=args.force)
+    summary = run_deploy(settings, manifests=args.manifests, gate=args.gate, upload=args.upload, render_to=args.render,
+                         kubeconfig=args.kubeconfig, context=args.context, timeout=timeout, force=args.force)
     if "rendered" in summary:
         if args.render != "-":
             print(f"deploy: {len(summary['objects'])} valid objects written to {args.render}", file=sys.stderr)

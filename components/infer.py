@@ -33,8 +33,8 @@ from components.common import StepError
 from components.features.logmel import NTAVS_WINDOWS, log_mel_at, to_mono_16k
 from components.features.maskige import MASKIGE_SIZE, paint_maskige
 from components.features.proposals import MaskProposer, make_proposer
+from components.train.checkpoint import load_trained
 from components.train.data import MEAN, STD
-from components.train.masks import load_trained
 from components.train.predict import run_model
 from model.ntavs import semantic_map
 

@@ -1,7 +1,7 @@
 """One config system for every network variant, and the named presets.
 
 `ModelConfig` holds every architectural choice; presets are ModelConfigs with names. Paper presets follow
-DESIGN §5-§8; `tiny` keeps every part but shrinks widths and depths so it trains on 2 CPU cores.
+docs/design.md; `tiny` keeps every part but shrinks widths and depths so it trains on 2 CPU cores.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hungarian matching and the Mask2Former losses with deep supervision (DESIGN §7).
+"""Hungarian matching and the Mask2Former losses with deep supervision (docs/design.md, Losses).
 
 Targets are semantic label maps: every class present in a frame is one target (its class and binary
 mask; pixels labelled `ignore_index` belong to no target). Matching cost = 2 * class + 5 * BCE + 5 * dice
@@ -123,6 +123,21 @@ def semantic_loss(prediction: dict[str, torch.Tensor], labels: torch.Tensor, ign
     return nll + dice[in_frame].mean()
 
 
+def mask_normaliser(count: int, device: torch.device) -> float:
+    """What the mask losses of one process are divided by: its matched-mask `count`, or, in a distributed
+    run, the mean count over the processes (summed with all_reduce, divided by the world size), at least 1.
+    DDP averages the gradients of the processes, so with one shared normaliser the gradient is that of one
+    process holding the whole batch; each process's own count would weigh a mask more on a process that
+    holds fewer (Mask2Former normalises the same way)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = torch.tensor([float(count)], device=device)
+        dist.all_reduce(total)
+        return max(total.item() / dist.get_world_size(), 1.0)
+    return float(max(count, 1))
+
+
 class SetCriterion(nn.Module):
     """Loss of a list of predictions against label maps.
 
@@ -138,6 +153,25 @@ class SetCriterion(nn.Module):
         weight = torch.ones(cfg.num_classes + 1)
         weight[-1] = cfg.no_object_weight
         self.register_buffer("class_weight", weight)
+
+    def _copies(self, targets: int, queries: int) -> int:
+        """Queries matched to each target of a frame (cfg.match_copies, as far as the queries go round)."""
+        return max(1, min(self.cfg.match_copies, queries // max(targets, 1)))
+
+    def _matched(self, targets: int, queries: int) -> int:
+        """Matched (query, target) pairs of a frame with `targets` targets: the masks its losses sum over."""
+        return min(queries, targets * self._copies(targets, queries))
+
+    def _targets(self, labels: torch.Tensor, keep: torch.Tensor, regions: torch.Tensor | None,
+                 dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(classes [K], masks [K, H, W]) of each kept frame: per class, or per region (cfg.region_targets)."""
+        if self.cfg.region_targets:
+            if regions is None:
+                raise ValueError("this criterion uses region targets (cfg.region_targets): pass regions [B*T, H, W]")
+            targets = [region_targets(labels[i], regions[i], self.ignore_index) for i in keep.tolist()]
+        else:
+            targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
+        return [(c.to(labels.device), m.to(dtype)) for c, m in targets]
 
     @torch.no_grad()
     def match(self, prediction: dict[str, torch.Tensor], targets: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -157,12 +191,14 @@ class SetCriterion(nn.Module):
             cost_dice = 1 - (2 * p @ tgt.T + 1) / (p.sum(-1)[:, None] + tgt.sum(-1)[None, :] + 1)
             cost = cfg.class_weight * cost_class + cfg.mask_weight * cost_bce + cfg.dice_weight * cost_dice
             # one-to-many: each target repeated `copies` times in the assignment (as many as the queries allow)
-            copies = max(1, min(cfg.match_copies, len(masks) // max(len(classes), 1)))
+            copies = self._copies(len(classes), len(masks))
             rows, cols = linear_sum_assignment(cost.float().cpu().numpy().repeat(copies, axis=1))
             out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols // copies, dtype=torch.long)))
         return out
 
-    def _losses(self, prediction, targets):
+    def _losses(self, prediction, targets, num_masks: float):
+        """(class, mask, dice) losses of one prediction; the mask terms are summed over the matched masks
+        and divided by `num_masks`, the mean matched-mask count of a process (see `mask_normaliser`)."""
         cfg = self.cfg
         logits, masks = prediction["pred_logits"], prediction["pred_masks"]
         matches = self.match(prediction, targets)
@@ -174,32 +210,28 @@ class SetCriterion(nn.Module):
             tgt.append(target_masks[cols])
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight)
         src_masks, tgt_masks = torch.cat(src), torch.cat(tgt)
-        num = max(len(src_masks), 1)
         with torch.no_grad():
             coords = _uncertain_points(src_masks, cfg.train_points, cfg.oversample, cfg.importance)
             labels = point_sample(tgt_masks, coords)
         point_logits = point_sample(src_masks, coords)
-        loss_mask = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1).sum() / num
-        loss_dice = dice_loss(point_logits, labels) / num
+        loss_mask = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1).sum() / num_masks
+        loss_dice = dice_loss(point_logits, labels) / num_masks
         return loss_ce, loss_mask, loss_dice
 
     def forward(self, predictions: list[dict[str, torch.Tensor]], labels: torch.Tensor, has_gt: torch.Tensor,
                 regions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         keep = has_gt.nonzero().flatten()
+        targets = self._targets(labels, keep, regions, predictions[0]["pred_masks"].dtype)
+        queries = predictions[0]["pred_logits"].shape[1]
+        # every process reaches this collective, annotated frames or not
+        num_masks = mask_normaliser(sum(self._matched(len(c), queries) for c, _ in targets), labels.device)
         if len(keep) == 0:  # nothing annotated: a zero that still belongs to the graph
             zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() for p in predictions) * 0.0
             return {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
-        if self.cfg.region_targets:
-            if regions is None:
-                raise ValueError("this criterion uses region targets (cfg.region_targets): pass regions [B*T, H, W]")
-            targets = [region_targets(labels[i], regions[i], self.ignore_index) for i in keep.tolist()]
-        else:
-            targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
-        targets = [(c.to(labels.device), m.to(predictions[0]["pred_masks"].dtype)) for c, m in targets]
         total = 0.0
         for prediction in predictions:
             selected = {k: v[keep] for k, v in prediction.items()}
-            loss_ce, loss_mask, loss_dice = self._losses(selected, targets)
+            loss_ce, loss_mask, loss_dice = self._losses(selected, targets, num_masks)
             total = total + self.cfg.class_weight * loss_ce + self.cfg.mask_weight * loss_mask \
                 + self.cfg.dice_weight * loss_dice
             if self.cfg.semantic_weight > 0:

@@ -1,4 +1,5 @@
-"""Maskige fusion (SE per level) and the Stepping Stones stage-2 prior inputs (DESIGN §6, §8)."""
+"""Maskige fusion (SE per level) and the Stepping Stones stage-2 prior inputs (docs/design.md, Maskiges;
+Stepping Stones)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GTAVM: the Global Temporal Audio-Visual Mixer (DESIGN §7).
+"""GTAVM: the Global Temporal Audio-Visual Mixer (docs/design.md, The network).
 
 Visual tokens are each spatial position's sequence over the T frames; audio tokens are each of the 72
 audio tokens' sequence over T. Each modality runs temporal self-attention; before the attention is

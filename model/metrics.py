@@ -1,4 +1,4 @@
-"""AVSBench metrics, exactly as the benchmark defines them (DESIGN §10).
+"""AVSBench metrics, exactly as the benchmark defines them (docs/design.md, Metrics).
 
 S4/MS3 take foreground probabilities and binary ground truth per frame; AVSS takes class-index maps.
 All inputs are `[frames, H, W]` tensors (numpy arrays are accepted too).

@@ -1,4 +1,4 @@
-"""The Mask2Former-style pixel decoder on our compiled multi-scale deformable attention (DESIGN §7).
+"""The Mask2Former-style pixel decoder on our compiled multi-scale deformable attention (docs/design.md, The network).
 
 A deformable-attention encoder runs over the stride-8/16/32 levels; an FPN branch brings the result to
 stride 4, and a 1x1 conv gives the mask features.

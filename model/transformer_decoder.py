@@ -1,4 +1,4 @@
-"""Masked-attention transformer decoder (Mask2Former) with audio-derived queries (DESIGN §7, §8).
+"""Masked-attention transformer decoder (Mask2Former) with audio-derived queries (docs/design.md, The network).
 
 Layers go round-robin over the three pixel-decoder levels (low to high resolution): masked
 cross-attention -> self-attention -> FFN, post-norm. Cross-attention of a query is blocked where its

@@ -1,7 +1,7 @@
 """An independent numpy implementation of the NTAVS log-mel recipe, one clip at a time.
 
-Written from the formula (DESIGN §5), sharing no code with `components.features`: the exactness test
-holds the torch implementation against it, and the features benchmark uses it as the baseline.
+Written from the formula (docs/design.md, Audio features), sharing no code with `components.features`:
+the exactness test holds the torch implementation against it, and the features benchmark uses it as the baseline.
 """
 
 from __future__ import annotations

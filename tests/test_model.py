@@ -92,7 +92,7 @@ def test_inputs_the_model_needs_are_named() -> None:
 
 
 def _naive_gtavm(block: GTAVMBlock, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DESIGN §7 formulas with explicit loops, one head, for a [1, N, T, d] case."""
+    """The GTAVM formulas of docs/design.md with explicit loops, one head, for a [1, N, T, d] case."""
     def attn_of(mod, x):
         q, k, v = mod.qkv(x).chunk(3, dim=-1)                   # [1, N, T, d]
         scores = torch.einsum("bntd,bnsd->bnts", q, k) / x.shape[-1] ** 0.5
@@ -342,3 +342,56 @@ def test_local_weight_files_load_and_missing_files_are_named(tmp_path) -> None:
     torch.save(state, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match=r"norm\.weight"):
         load_ced_weights(target, tmp_path / "broken.pt")
+
+
+def _grid_rand(*size, dtype=None, device=None, **_) -> torch.Tensor:
+    """Stand-in for torch.rand in the criterion: every row the same interior points, so a mask's sampled
+    points do not depend on how many masks are sampled with it (one process or two)."""
+    a, b, c = size
+    return torch.linspace(0.2, 0.8, b * c, dtype=dtype, device=device).reshape(1, b, c).expand(a, -1, -1).clone()
+
+
+def _ddp_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """4 frames, each one class over the whole frame (so the sampled points do not matter); the last frame
+    has no ground truth. Mask logits are constant per query, class logits random: one clear matching."""
+    gen = torch.Generator().manual_seed(3)
+    prediction = {"pred_logits": torch.randn(4, 12, 4, generator=gen) * 3,
+                  "pred_masks": (torch.randn(4, 12, 1, 1, generator=gen) * 2).expand(-1, -1, 16, 16).clone()}
+    labels = torch.tensor([1, 2, 1, 2]).view(4, 1, 1).expand(-1, 32, 32).clone()
+    return prediction, labels, torch.tensor([True, True, True, False])
+
+
+def _ddp_losses(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.rand = _grid_rand
+        prediction, labels, has_gt = _ddp_batch()
+        half = slice(0, 2) if rank == 0 else slice(2, 4)   # rank 0: 2 annotated frames, rank 1: one
+        crit = SetCriterion(get_config("tiny", num_classes=3, train_points=64))
+        losses = crit([{k: v[half] for k, v in prediction.items()}], labels[half], has_gt[half])
+        torch.save({k: v.detach() for k, v in losses.items()}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_give_the_one_process_mask_losses(tmp_path, monkeypatch) -> None:
+    """DDP averages the processes' gradients; with the matched-mask count averaged over the processes the
+    mask and dice losses, averaged over 2 processes, equal those of one process holding the whole batch,
+    even when the processes hold different numbers of masks (here 2 and 1)."""
+    import torch.multiprocessing as mp
+
+    from components.common import free_ports
+
+    mp.spawn(_ddp_losses, args=(free_ports(1)[0], str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    monkeypatch.setattr(torch, "rand", _grid_rand)
+    prediction, labels, has_gt = _ddp_batch()
+    one = SetCriterion(get_config("tiny", num_classes=3, train_points=64))([prediction], labels, has_gt)
+    for key in ("loss_mask", "loss_dice"):
+        both = (ranks[0][key] + ranks[1][key]) / 2
+        torch.testing.assert_close(both, one[key], rtol=1e-5, atol=1e-6)
+        # each process's own count (2 and 1) would not: the shared count (1.5) is what makes them equal
+        own = (ranks[0][key] * 1.5 / 2 + ranks[1][key] * 1.5 / 1) / 2
+        assert not torch.isclose(own, one[key], rtol=1e-3), key

@@ -444,8 +444,8 @@ def test_the_served_archive_scores_what_avs_evaluate_scores(server: dict, models
     from components.serve.client import Client, masks_of
     from model.metrics import s4_miou
 
-    metrics = evaluate(models["data"], models["features"], models["stage1"], models["stage2"], models["priors"],
-                       tmp_path / "report", tmp_path / "evaluation.json")
+    metrics = evaluate(models["data"], models["features"], stage1=models["stage1"], stage2=models["stage2"],
+                       priors=models["priors"], out=tmp_path / "report", metrics_path=tmp_path / "evaluation.json")
     client = Client(f"http://127.0.0.1:{server['ports'][0]}", key_file=server["run_dir"] / "key_file.json")
     for subset in ("s4", "ms3"):
         served, truth = [], []

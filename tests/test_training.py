@@ -305,3 +305,19 @@ def test_frames_must_be_a_whole_number_from_zero(tmp_path: Path, value: object, 
     params.write_text(yaml.safe_dump({"train": {"frames": value}}))
     with pytest.raises(StepError, match=f"train.frames=.*{message}"):
         load_train_config(params, 1)
+
+
+def test_a_model_file_that_is_not_one_is_named(tmp_path: Path) -> None:
+    """A missing, corrupt or foreign model file gives CheckpointError (a StepError) naming it."""
+    from components.train.checkpoint import CheckpointError, load_trained
+
+    corrupt, foreign = tmp_path / "corrupt.pt", tmp_path / "foreign.pt"
+    corrupt.write_bytes(b"\x80\x04 not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for path, message in ((tmp_path / "missing.pt", "not found"), (corrupt, "not a model written by avs train"),
+                          (foreign, "not a model written by avs train")):
+        with pytest.raises(CheckpointError, match=message) as info:
+            load_trained(path)
+        assert str(path) in str(info.value)
+    assert main(["predict-masks", "--data", str(tmp_path), "--features", str(tmp_path), "--model", str(corrupt),
+                 "--out", str(tmp_path / "priors")]) == 2

@@ -75,9 +75,10 @@ def upload_archive(mar: Path, uri: str, endpoint: str | None = None) -> str:
     return digest
 
 
-def run_deploy(settings: DeploySettings, manifests: Path = BASE, gate: Path | None = None, upload: Path | None = None,
-               render_to: str | None = None, kubeconfig: str | None = None, context: str | None = None,
-               timeout: float = 1200.0, force: bool = False, api: KubeApi | None = None) -> dict[str, Any]:
+def run_deploy(settings: DeploySettings, *, manifests: Path = BASE, gate: Path | None = None,
+               upload: Path | None = None, render_to: str | None = None, kubeconfig: str | None = None,
+               context: str | None = None, timeout: float = 1200.0, force: bool = False,
+               api: KubeApi | None = None) -> dict[str, Any]:
     """The deploy step. gate: refuse (DeployError, exit 1) when this decision failed, unless `force`.
     upload: a .mar to put at settings.model_uri first (its sha256 is then checked by the init step).
     render_to: write the validated objects as YAML there ("-" = stdout) instead of applying them.

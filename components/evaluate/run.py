@@ -20,8 +20,8 @@ from components.avsbench.layout import ClipFiles, present_subsets
 from components.common import StepError, atomic_dir, progress, write_json_atomic
 from components.infer import class_names
 from components.overlay import draw_overlay
+from components.train.checkpoint import load_trained
 from components.train.data import ClipDataset
-from components.train.masks import load_trained
 from components.train.predict import predict, require_priors
 from model.metrics import avss_scores, fscore_curve, s4_fscore, s4_miou
 
@@ -81,8 +81,8 @@ def _evaluate_avss(model, data, features, priors, split, size, tmp) -> dict[str,
     return avss_scores(torch.cat(preds), torch.cat(labels), num_classes=len(AVSS_CLASSES))
 
 
-def evaluate(data: Path, features: Path, stage1: Path | None, stage2: Path | None, priors: Path | None, out: Path,
-             metrics_path: Path, runs: dict[str, Path] | None = None) -> dict[str, Any]:
+def evaluate(data: Path, features: Path, *, stage1: Path | None, stage2: Path | None, priors: Path | None,
+             out: Path, metrics_path: Path, runs: dict[str, Path] | None = None) -> dict[str, Any]:
     """Evaluate every subset and split present; returns the metrics written to `metrics_path`.
 
     S4/MS3 need the stage-1 model, AVSS the stage-2 one (and the priors, if it takes the prior input);

@@ -1,4 +1,4 @@
-"""The NTAVS hierarchical log-mel input (DESIGN §5), on torch, batched over clips.
+"""The NTAVS hierarchical log-mel input (docs/design.md, Audio features), on torch, batched over clips.
 
 For a window of F samples: mono 16 kHz audio, frames of F samples every 160 samples (no centring,
 incomplete frames dropped), periodic Hann, FFT length F, magnitude spectrum, 64 HTK mel bands over

@@ -1,4 +1,4 @@
-"""Painting class-agnostic masks into a maskige, exactly by the NTAVS rule (DESIGN §6).
+"""Painting class-agnostic masks into a maskige, exactly by the NTAVS rule (docs/design.md, Maskiges).
 
 Masks are ordered by area, smallest first; mask i of that order gets label i + 1 and smaller masks
 win where masks overlap; 0 means no mask. The label map is resized with nearest-neighbour and saved

@@ -136,8 +136,8 @@ def evaluate_step(data: Path, features: Path, stage1: Path, stage2: Path, priors
     from components.evaluate.run import evaluate
 
     runs = {"stage1": Path(stage1), "stage2": Path(stage2)}
-    metrics = evaluate(Path(data), Path(features), Path(stage1) / "best.pt", Path(stage2) / "best.pt", Path(priors),
-                       Path(out), Path(metrics_json), runs)
+    metrics = evaluate(Path(data), Path(features), stage1=Path(stage1) / "best.pt", stage2=Path(stage2) / "best.pt",
+                       priors=Path(priors), out=Path(out), metrics_path=Path(metrics_json), runs=runs)
     Path(report_md).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(out) / "report.md", report_md)
     return metrics

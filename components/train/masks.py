@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from components.common import StepError, atomic_dir, progress
+from components.train.checkpoint import load_trained
 from components.train.data import STAGE2_SUBSETS, ClipDataset, prior_file
 from components.train.predict import predict
-from model.config import ModelConfig
-from model.ntavs import AVSegmenter
-
-
-def load_trained(path: Path) -> tuple[AVSegmenter, dict[str, Any]]:
-    """A network and its training config from a `best.pt` written by `avs train`."""
-    path = Path(path)
-    if not path.is_file():
-        raise StepError(f"model file {path} not found (train first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        # the trained tensors are all in the file: the initial weights it started from are not read again
-        config = {**saved["model_config"], "backbone_weights": None, "audio_weights": None}
-        net = AVSegmenter(ModelConfig(**config))
-        net.load_state_dict(saved["model"])
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise StepError(f"{path}: not a model written by avs train ({exc})") from exc
-    return net.eval(), saved["train_config"]
 
 
 def predict_masks(data: Path, features: Path, model_path: Path, out: Path) -> dict[str, int]:

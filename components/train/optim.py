@@ -1,4 +1,5 @@
-"""AdamW parameter groups and the poly learning-rate schedule (DESIGN §7 training recipe)."""
+"""AdamW parameter groups and the poly learning-rate schedule (docs/design.md, Losses and the papers'
+training recipe)."""
 
 from __future__ import annotations
 
