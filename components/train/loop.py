@@ -217,18 +217,44 @@ def training_batch(cfg: TrainConfig, dataset: ClipDataset, index: list[int], ste
     return collate(samples)
 
 
-def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
-          progress: bool = True, init: Path | None = None,
-          audio_classes: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Train one stage; resume from `out/checkpoint.pt` if an unfinished run of the same config is there.
+@dataclass
+class Progress:
+    """Where a run stands; saved in every checkpoint (as a dict) and restored on resume."""
 
-    Writes (atomically) `out/checkpoint.pt` every `checkpoint_every` steps, `out/best.pt` (weights of the
-    best validation score, selected on val only), `out/curve.json` (per-step loss, lr, val score) and
-    returns the summary also written to `out/summary.json`. `init`: a `best.pt` whose matching tensors
-    start the network (stage 2 from stage 1); ignored when resuming. A fresh run without `init` and with
-    `audio_pretrain_steps` first pretrains the audio transformer (audio_pretrain.py). `audio_classes`: the
-    label oracle's audio (see ClipDataset), for a network with `audio_input: classes`.
-    """
+    step: int = 0
+    epoch: int = 0
+    position: int = 0                  # batches of the current epoch already used
+    best: float = -1.0                 # best val mIoU so far
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    audio_pretrain: dict[str, Any] | None = None
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its phases. `model` is `net` wrapped in DDP when the
+    run has several processes (the bare `net` for saving and validation)."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    train_set: ClipDataset
+    val_set: ClipDataset
+    net: torch.nn.Module
+    model: torch.nn.Module
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    run_id: str
+    progress: Progress
+
+
+def prepare_run(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
+                init: Path | None = None, audio_classes: dict[str, torch.Tensor] | None = None) -> Run:
+    """Phase 1: datasets, network (from `init`, resumed from `out/checkpoint.pt` when that holds an
+    unfinished run of the same settings and inputs, else fresh with the audio pretraining first),
+    criterion, DDP wrapper, optimiser and schedule."""
     rank, world = _distributed()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     out = Path(out)
@@ -259,81 +285,126 @@ def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path 
     # the fused kernel: one pass over all parameters instead of one per tensor (3-5x faster on CPU)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.weight_decay, cfg.backbone_lr_mult), fused=True)
     scheduler = poly_schedule(optimizer, cfg.steps, cfg.poly_power)
-    state = {"step": 0, "epoch": 0, "position": 0, "best": -1.0, "curve": [], "audio_pretrain": audio_report}
+    progress = Progress(audio_pretrain=audio_report)
     if saved is not None:
         net.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"])
-        state = saved["state"]
+        progress = Progress(**saved["state"])
+    return Run(cfg, out, rank, world, device, train_set, val_set, net, model, criterion, optimizer, scheduler,
+               run_id, progress)
 
-    def save_checkpoint() -> None:
-        if rank == 0:
-            ckpt.save_atomic({"fingerprint": run_id, "model": net.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "rng": ckpt.rng_state(), "state": state, "config": asdict(cfg)}, latest)
 
-    def validate() -> None:
-        if rank == 0:
-            value = score(net, val_set, device)  # the bare module: DDP would wait for the other ranks
-            state["curve"][-1]["val_miou"] = value
-            if value > state["best"]:
-                state["best"] = value
-                ckpt.save_atomic({"model": net.state_dict(), "model_config": net.cfg.to_dict(),
-                                  "train_config": asdict(cfg), "step": state["step"], "val_miou": value},
-                                 out / "best.pt")
-        if world > 1:
-            dist.barrier()
-        model.train()
+def save_checkpoint(run: Run) -> None:
+    """The full training state to `out/checkpoint.pt` (rank 0 writes, atomically)."""
+    if run.rank == 0:
+        ckpt.save_atomic({"fingerprint": run.run_id, "model": run.net.state_dict(),
+                          "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                          "rng": ckpt.rng_state(), "state": asdict(run.progress), "config": asdict(run.cfg)},
+                         run.out / "checkpoint.pt")
 
+
+def validate(run: Run) -> None:
+    """Score val (rank 0, the bare module: DDP would wait for the other ranks); a better score writes
+    `out/best.pt`. Every rank waits for it, then returns to training mode."""
+    progress = run.progress
+    if run.rank == 0:
+        value = score(run.net, run.val_set, run.device)
+        progress.curve[-1]["val_miou"] = value
+        if value > progress.best:
+            progress.best = value
+            ckpt.save_atomic({"model": run.net.state_dict(), "model_config": run.net.cfg.to_dict(),
+                              "train_config": asdict(run.cfg), "step": progress.step, "val_miou": value},
+                             run.out / "best.pt")
+    if run.world > 1:
+        dist.barrier()
+    run.model.train()
+
+
+def train_step(run: Run, order: list[list[int]], autocast: torch.autocast) -> float:
+    """One optimiser step over `cfg.accumulate` batches from `order` at the current position; returns its
+    loss and advances the progress (step, position, curve)."""
+    cfg, progress = run.cfg, run.progress
+    run.optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for micro in range(cfg.accumulate):
+        index = order[(progress.position + micro) % len(order)]
+        batch = training_batch(cfg, run.train_set, index, progress.step)
+        with autocast:
+            preds = run_model(run.model, batch, run.device)
+            loss = run.criterion(preds, batch["labels"].to(run.device), batch["has_gt"].to(run.device),
+                                 batch["regions"].to(run.device))["loss"]
+        (loss / cfg.accumulate).backward()
+        total += loss.item() / cfg.accumulate
+    if cfg.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad, foreach=True)
+    run.optimizer.step()
+    run.scheduler.step()
+    progress.position += cfg.accumulate
+    progress.step += 1
+    progress.curve.append({"step": progress.step, "loss": total, "lr": max(run.scheduler.get_last_lr())})
+    return total
+
+
+def run_steps(run: Run, show_progress: bool = True) -> None:
+    """Phase 2: train until `cfg.steps`, epoch by epoch (each process its share of the epoch's batches),
+    validating every `val_every` and checkpointing every `checkpoint_every` steps and at the end."""
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train stage {cfg.stage}", unit="step",
-               disable=None if progress and rank == 0 else True, dynamic_ncols=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    model.train()
-    started = time.perf_counter()
-    while state["step"] < cfg.steps:
-        order = batches(train_set, cfg.batch_clips, torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"]),
-                        cfg.frames)
-        order = order[rank::world][: len(order) // world] if world > 1 else order
-        while state["position"] < len(order) and state["step"] < cfg.steps:
-            optimizer.zero_grad(set_to_none=True)
-            total = 0.0
-            for micro in range(cfg.accumulate):
-                index = order[(state["position"] + micro) % len(order)]
-                batch = training_batch(cfg, train_set, index, state["step"])
-                with autocast:
-                    preds = run_model(model, batch, device)
-                    loss = criterion(preds, batch["labels"].to(device), batch["has_gt"].to(device),
-                                     batch["regions"].to(device))["loss"]
-                (loss / cfg.accumulate).backward()
-                total += loss.item() / cfg.accumulate
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad, foreach=True)
-            optimizer.step()
-            scheduler.step()
-            state["position"] += cfg.accumulate
-            state["step"] += 1
-            state["curve"].append({"step": state["step"], "loss": total, "lr": max(scheduler.get_last_lr())})
+    cfg, progress = run.cfg, run.progress
+    bar = tqdm(total=cfg.steps, initial=progress.step, desc=f"train stage {cfg.stage}", unit="step",
+               disable=None if show_progress and run.rank == 0 else True, dynamic_ncols=True)
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda")
+    run.model.train()
+    while progress.step < cfg.steps:
+        order = batches(run.train_set, cfg.batch_clips,
+                        torch.Generator().manual_seed(cfg.seed * 1000 + progress.epoch), cfg.frames)
+        order = order[run.rank::run.world][: len(order) // run.world] if run.world > 1 else order
+        while progress.position < len(order) and progress.step < cfg.steps:
+            total = train_step(run, order, autocast)
             bar.update(1)
             bar.set_postfix(loss=f"{total:.3f}")
-            if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
-                validate()
-            if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
-                save_checkpoint()
-        if state["position"] >= len(order):
-            state["epoch"] += 1
-            state["position"] = 0
+            if progress.step % cfg.val_every == 0 or progress.step == cfg.steps:
+                validate(run)
+            if progress.step % cfg.checkpoint_every == 0 or progress.step == cfg.steps:
+                save_checkpoint(run)
+        if progress.position >= len(order):
+            progress.epoch += 1
+            progress.position = 0
     bar.close()
-    summary = {"stage": cfg.stage, "steps": state["step"], "best_val_miou": state["best"],
-               "final_loss": state["curve"][-1]["loss"] if state["curve"] else None,
-               "seconds_this_run": round(time.perf_counter() - started, 1), "world_size": world}
-    if state.get("audio_pretrain"):
-        summary["audio_pretrain"] = state["audio_pretrain"]
-    if rank == 0:
-        write_json_atomic(out / "curve.json", state["curve"])
-        write_json_atomic(out / "summary.json", summary)
-    if world > 1:
+
+
+def finish_run(run: Run, seconds: float) -> dict[str, Any]:
+    """Phase 3: the summary; rank 0 writes `out/curve.json` and `out/summary.json`."""
+    progress = run.progress
+    summary = {"stage": run.cfg.stage, "steps": progress.step, "best_val_miou": progress.best,
+               "final_loss": progress.curve[-1]["loss"] if progress.curve else None,
+               "seconds_this_run": round(seconds, 1), "world_size": run.world}
+    if progress.audio_pretrain:
+        summary["audio_pretrain"] = progress.audio_pretrain
+    if run.rank == 0:
+        write_json_atomic(run.out / "curve.json", progress.curve)
+        write_json_atomic(run.out / "summary.json", summary)
+    if run.world > 1:
         dist.barrier()
     return summary
+
+
+def train(cfg: TrainConfig, data: Path, features: Path, out: Path, priors: Path | None = None,
+          progress: bool = True, init: Path | None = None,
+          audio_classes: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Train one stage; resume from `out/checkpoint.pt` if an unfinished run of the same config is there.
+
+    Writes (atomically) `out/checkpoint.pt` every `checkpoint_every` steps, `out/best.pt` (weights of the
+    best validation score, selected on val only), `out/curve.json` (per-step loss, lr, val score) and
+    returns the summary also written to `out/summary.json`. `init`: a `best.pt` whose matching tensors
+    start the network (stage 2 from stage 1); ignored when resuming. A fresh run without `init` and with
+    `audio_pretrain_steps` first pretrains the audio transformer (audio_pretrain.py). `audio_classes`: the
+    label oracle's audio (see ClipDataset), for a network with `audio_input: classes`. `progress`: show a
+    progress bar. The phases: `prepare_run`, `run_steps`, `finish_run`.
+    """
+    run = prepare_run(cfg, data, features, out, priors, init, audio_classes)
+    started = time.perf_counter()
+    run_steps(run, progress)
+    return finish_run(run, time.perf_counter() - started)
