@@ -17,6 +17,22 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SEED = int(torch.seed() % 2**31)
 
 
+@pytest.fixture(autouse=True)
+def kernel_only(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a test parametrised by device, `ms_deform_attn` must run our kernel: the device's kernel must be
+    loaded, and the dispatcher's fallback to the reference raises (the test's own reference calls, through
+    its imported name, still run), so a missing build cannot turn a kernel test into reference vs itself."""
+    device = getattr(request.node, "callspec", None) and request.node.callspec.params.get("device")
+    if not device:
+        return
+    assert backend(device) == f"{device}-kernel", f"no {device} kernel: the test would check the reference alone"
+
+    def fallback(*args, **kwargs):
+        raise AssertionError(f"ms_deform_attn fell back to the reference on {device}")
+
+    monkeypatch.setattr(cuda_ext, "ms_deform_attn_reference", fallback)
+
+
 def _problem(device, dtype, shapes, n=3, m=2, d=8, lq=5, p=3, spread=0.3, seed=SEED, contiguous=True):
     """Random inputs; locations cover [-spread, 1 + spread] so some samples fall outside the map."""
     gen = torch.Generator().manual_seed(seed)

@@ -151,9 +151,28 @@ def unknown_avss_label(root: Path):
     return c.key, str(METADATA["avss"]), "known_avss_label"
 
 
+def frame_size_differs(root: Path):
+    c = _clip(root, "ms3", "test")
+    Image.open(c.frames[3]).resize((48, 40)).save(c.frames[3])   # its mask keeps the clip's size
+    return c.key, _rel(root, c.frame_dir), "frame_sizes_consistent"
+
+
+def three_channel_audio(root: Path):
+    c = _clip(root, "s4", "val")
+    _rewrite_audio(c.audio, lambda x, r: (np.stack([x, x, x], 1), r))
+    return c.key, _rel(root, c.audio), "audio_channels"
+
+
+def missing_ground_truth_count(root: Path):
+    c = _clip(root, "avss", "val", "v1s")
+    c.masks[1].unlink()
+    return c.key, _rel(root, c.masks[1]), "mask_count"
+
+
 CORRUPTIONS = [missing_frame, missing_mask, missing_audio, truncated_wav, unreadable_png, unreadable_jpg,
                wrong_sample_rate, silent_audio, short_audio, extra_frame, mask_size_mismatch, mask_values,
-               off_palette_colour, duplicate_id, unknown_split, unknown_class, unknown_avss_label]
+               off_palette_colour, duplicate_id, unknown_split, unknown_class, unknown_avss_label,
+               frame_size_differs, three_channel_audio, missing_ground_truth_count]
 
 
 def test_clean_copy_passes_and_writes_data_docs(tiny_data: Path, tmp_path: Path, capsys) -> None:
