@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from components.cli import main
+from components.common import free_ports
 from components.evaluate.gate import decide
 
 pytestmark = pytest.mark.slow
@@ -84,7 +85,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Pa
     torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs"))])
 def test_two_process_ddp(workspace: dict[str, Path], tmp_path: Path, backend: str) -> None:
     out = tmp_path / "ddp"
-    port = {"gloo": "29517", "nccl": "29518"}[backend]
+    port = str(free_ports(1)[0])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "components.cli", *_train_cmd(workspace, out, extra=("--steps", "4"))[3:]]
     proc = subprocess.run(cmd, env=_env(gpus=backend == "nccl"), capture_output=True, text=True, timeout=600)
