@@ -467,23 +467,31 @@ def test_the_served_archive_scores_what_avs_evaluate_scores(server: dict, models
 
 @pytest.mark.slow
 def test_client_overlay_equals_avs_predicts(server: dict, models: dict, tmp_path) -> None:
-    """The client draws the endpoint's answer as `avs predict` draws its own, for the same clip and model."""
+    """The client draws the endpoint's answer as `avs predict` draws its own, for the same clip and model;
+    on a synthetic test clip, where the model's answer is not constant, the served masks are the local ones."""
     import json
 
     from components.cli import main
     from components.export_video import find_clip
-    from components.serve.client import Client, write_overlay
+    from components.serve.client import Client, masks_of, write_overlay
 
     video = tmp_path / "clip.mp4"
     clip = find_clip(models["data"], subset="ms3", split="test")
     assert main(["export-video", "--data", str(models["data"]), "--clip", clip.key, "--out", str(video),
                  "--fps", "1", "--height", "160"]) == 0
     client = Client(f"http://127.0.0.1:{server['ports'][0]}", key_file=server["run_dir"] / "key_file.json")
-    served = write_overlay(client.predict_video(video), video, tmp_path / "served.mp4")
+    answer = client.predict_video(video)
+    served = write_overlay(answer, video, tmp_path / "served.mp4")
     assert main(["predict", str(video), "--model", str(models["folder"]), "--out", str(tmp_path / "local"),
                  "--params", str(models["params"])]) == 0
     local = json.loads((tmp_path / "local" / "clip.json").read_text())
     assert local["num_frames"] == 5 and any(c["id"] > 0 for f in local["frames"] for c in f["classes"])
+    mine = np.stack([m["foreground"] for m in masks_of(local)])
+    theirs = np.stack([m["foreground"] for m in masks_of(answer)])
+    assert 0.01 < mine.mean() < 0.99, f"the model's answer is constant here ({mine.mean():.3f} foreground)"
+    assert (mine == theirs).mean() > 0.99
+    for got, want in zip(masks_of(answer), masks_of(local), strict=True):
+        assert (got["class_map"] == want["class_map"]).mean() > 0.99
     a = decode_video(served).frames.float()
     b = decode_video(tmp_path / "local" / "clip.overlay.mp4").frames.float()
     assert a.shape == b.shape == (5, 3, 160, 160)

@@ -56,9 +56,16 @@ def _env(gpus: bool = False) -> dict[str, str]:
     return env if gpus else {**env, "CUDA_VISIBLE_DEVICES": ""}
 
 
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def stage1(workspace: dict[str, Path]) -> Path:
+    """An uninterrupted stage-1 run (the subprocess the resume test compares with): its folder."""
     straight = workspace["root"] / "straight"
     subprocess.run(_train_cmd(workspace, straight), env=_env(), check=True, capture_output=True)
+    return straight
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path], stage1: Path) -> None:
+    straight = stage1
 
     killed = workspace["root"] / "killed"
     proc = subprocess.Popen(_train_cmd(workspace, killed), env=_env(), stdout=subprocess.DEVNULL,
@@ -94,11 +101,8 @@ def test_two_process_ddp(workspace: dict[str, Path], tmp_path: Path, backend: st
     assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
 
 
-def test_stage_two_and_evaluation(workspace: dict[str, Path], capsys) -> None:
+def test_stage_two_and_evaluation(workspace: dict[str, Path], stage1: Path, capsys) -> None:
     ws, root = workspace, workspace["root"]
-    stage1 = root / "straight" if (root / "straight" / "best.pt").is_file() else root / "s1"
-    if not (stage1 / "best.pt").is_file():
-        assert main(_train_cmd(ws, stage1)[3:]) == 0
     priors = root / "priors"
     assert main(["predict-masks", "--data", str(ws["data"]), "--features", str(ws["features"]),
                  "--model", str(stage1 / "best.pt"), "--out", str(priors)]) == 0
