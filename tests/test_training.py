@@ -64,28 +64,51 @@ def stage1(workspace: dict[str, Path]) -> Path:
     return straight
 
 
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path], stage1: Path) -> None:
-    straight = stage1
-
-    killed = workspace["root"] / "killed"
-    proc = subprocess.Popen(_train_cmd(workspace, killed), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _kill_after_first_checkpoint_then_rerun(cmd: list[str], out: Path, steps: int) -> dict:
+    """Start `cmd`, SIGKILL it once `out/checkpoint.pt` exists, check the run was cut short, rerun `cmd` to the
+    end; returns the killed checkpoint's progress state."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (killed / "checkpoint.pt").is_file():  # wait for the first checkpoint (step 3), then kill
+    while not (out / "checkpoint.pt").is_file():  # wait for the first checkpoint, then kill
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before a checkpoint"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    state = torch.load(killed / "checkpoint.pt", weights_only=False)["state"]
-    assert 0 < state["step"] < PARAMS["train"]["stage1"]["steps"]
-    subprocess.run(_train_cmd(workspace, killed), env=_env(), check=True, capture_output=True)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
+    assert 0 < state["step"] < steps
+    subprocess.run(cmd, env=_env(), check=True, capture_output=True)
+    return state
 
-    a, b = (torch.load(d / "best.pt", weights_only=False) for d in (straight, killed))
+
+def _assert_same_run(a_dir: Path, b_dir: Path) -> None:
+    a, b = (torch.load(d / "best.pt", weights_only=False) for d in (a_dir, b_dir))
     assert a["step"] == b["step"] and a["val_miou"] == b["val_miou"]
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    curve_a, curve_b = (json.loads((d / "curve.json").read_text()) for d in (straight, killed))
+    curve_a, curve_b = (json.loads((d / "curve.json").read_text()) for d in (a_dir, b_dir))
     assert curve_a == curve_b
+
+
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(workspace: dict[str, Path], stage1: Path) -> None:
+    killed = workspace["root"] / "killed"
+    _kill_after_first_checkpoint_then_rerun(_train_cmd(workspace, killed), killed, PARAMS["train"]["stage1"]["steps"])
+    _assert_same_run(stage1, killed)
+
+
+def test_stage_two_killed_mid_epoch_resumes_exactly(workspace: dict[str, Path], stage1: Path, tmp_path: Path) -> None:
+    """Stage 2 (prior, --init) killed after a checkpoint inside an epoch ends as an uninterrupted run does."""
+    priors = tmp_path / "priors"
+    assert main(["predict-masks", "--data", str(workspace["data"]), "--features", str(workspace["features"]),
+                 "--model", str(stage1 / "best.pt"), "--out", str(priors)]) == 0
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**PARAMS, "train": {**PARAMS["train"], "checkpoint_every": 2}}))
+    extra = ("--priors", str(priors), "--init", str(stage1 / "best.pt"))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_train_cmd(workspace, straight, 2, extra, params), env=_env(), check=True, capture_output=True)
+    state = _kill_after_first_checkpoint_then_rerun(_train_cmd(workspace, killed, 2, extra, params), killed,
+                                                    PARAMS["train"]["stage2"]["steps"])
+    assert state["position"] > 0, "the kill fell on an epoch boundary"
+    _assert_same_run(straight, killed)
 
 
 @pytest.mark.parametrize("backend", ["gloo", pytest.param("nccl", marks=pytest.mark.skipif(
