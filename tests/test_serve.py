@@ -498,3 +498,45 @@ def test_client_overlay_equals_avs_predicts(server: dict, models: dict, tmp_path
     close = ((a - b).abs() <= 8).float().mean()
     assert close > 0.99, f"only {close:.3f} of the overlay pixels agree"
     assert (a - b).abs().mean() < 1.0
+
+
+@pytest.mark.slow
+def test_a_batch_of_different_requests_gives_each_its_own_answer(server: dict) -> None:
+    """Clips of different lengths and sizes and one bad request, sent at once (TorchServe batches them into
+    one handler call): each answer is its own request's (status, frame count, size) and its masks are those
+    of the same request sent alone."""
+    import threading
+
+    from components.serve.client import masks_of
+
+    bodies = [_video(seconds=3.0), _video(seconds=2.0), _video(seconds=2.0, size=(80, 80)),
+              _video(seconds=2.0, audio=False), _video(seconds=4.0, size=(48, 64))]
+    expected = [(200, 3, [64, 96]), (200, 2, [64, 96]), (200, 2, [80, 80]), (422, None, None), (200, 4, [48, 64])]
+    alone = [_post(server, body, "video/mp4") for body in bodies]
+    for (status, answer), (want, frames, size) in zip(alone, expected, strict=True):
+        assert status == want and (frames is None or (answer["num_frames"], answer["size"]) == (frames, size))
+    together: list = [None] * len(bodies)
+
+    def send(i: int) -> None:
+        together[i] = _post(server, bodies[i], "video/mp4")
+
+    for _ in range(3):   # the batch forms within max_batch_delay_ms (300 ms): retry a round that raced past it
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if max(a["timings_ms"]["batch"] for s, a in together if s == 200) >= 2:
+            break
+    else:
+        pytest.fail("the requests were never batched together: nothing was compared")
+    for (status, answer), (_, answer_alone), (want, frames, size) in zip(together, alone, expected,
+                                                                           strict=True):
+        assert status == want, answer
+        if want != 200:
+            assert answer["error"]["code"] == answer_alone["error"]["code"] == "no_audio"
+            continue
+        assert (answer["num_frames"], answer["size"]) == (frames, size)
+        for got, solo in zip(masks_of(answer), masks_of(answer_alone), strict=True):
+            assert (got["class_map"] == solo["class_map"]).mean() > 0.99
+            assert (got["foreground"] == solo["foreground"]).mean() > 0.99
