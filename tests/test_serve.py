@@ -540,3 +540,39 @@ def test_a_batch_of_different_requests_gives_each_its_own_answer(server: dict) -
         for got, solo in zip(masks_of(answer), masks_of(answer_alone), strict=True):
             assert (got["class_map"] == solo["class_map"]).mean() > 0.99
             assert (got["foreground"] == solo["foreground"]).mean() > 0.99
+
+
+def test_a_failed_prediction_answers_json_500_and_leaves_the_bad_request_its_own_status() -> None:
+    """The handler's 500 path: when inference raises, every parsed request of the batch gets a JSON 500
+    naming the failure; a request refused while parsing keeps its own 4xx."""
+    import json
+
+    from components.serve.handler import AVSHandler
+
+    class Failing:
+        class_names = ("background", "sounding-object")
+
+        def predict_batch(self, clips):
+            raise RuntimeError("out of memory (simulated)")
+
+    class Context:
+        def __init__(self) -> None:
+            self.status: dict[int, int] = {}
+
+        def get_all_request_header(self, idx: int) -> dict[str, str]:
+            return {"Content-Type": "video/mp4"}
+
+        def set_response_status(self, code: int, phrase: str, idx: int = 0) -> None:
+            self.status[idx] = code
+
+        def set_response_content_type(self, idx: int, value: str) -> None:
+            assert value == "application/json"
+
+    handler = AVSHandler()
+    handler.initialized, handler.segmenter, handler.model_info, handler.drift_log = True, Failing(), {}, None
+    context = Context()
+    out = handler.handle([{"body": _video(seconds=2.0)}, {"body": _video(seconds=2.0, audio=False)}], context)
+    answers = [json.loads(o) for o in out]
+    assert context.status == {0: 500, 1: 422}
+    assert answers[0]["error"]["code"] == "prediction_failed" and "simulated" in answers[0]["error"]["message"]
+    assert answers[1]["error"]["code"] == "no_audio"
