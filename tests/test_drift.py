@@ -32,7 +32,7 @@ from components.drift.live import append_jsonl, log_request
 from components.drift.report import DriftSettings, decide
 from components.drift.run import build_reference
 from components.drift.sources import read_source
-from components.drift.table import TABLE_META, read_table
+from components.drift.table import META_COLUMNS, TABLE_META, DescriptorTable, read_table
 from components.synth.generate import SIZES, SynthClip, generate, resolve_config, write_clip
 from components.synth.scenes import render_scene
 
@@ -399,3 +399,24 @@ def test_descriptor_columns_are_stable() -> None:
     # changing a column's meaning needs a DESCRIPTOR_VERSION bump; this pins the names and their order
     assert DESCRIPTOR_VERSION == 1
     assert len(AUDIO_COLUMNS) == 12 and len(VIDEO_COLUMNS) == 8 and len(DESCRIPTOR_COLUMNS) == 12 + 8 + 3 + 70
+
+
+def _random_table(rng: np.random.Generator, clips: int, shift: float = 0.0) -> DescriptorTable:
+    """Descriptor rows of `clips` clips whose audio and video columns are independent draws of one continuous
+    distribution (+ `shift`); no predictions."""
+    rows = pd.DataFrame({c: [f"c{i}" for i in range(clips)] for c in META_COLUMNS})
+    for col in DESCRIPTOR_COLUMNS:
+        rows[col] = rng.normal(shift, 1.0, clips) if col in AUDIO_COLUMNS + VIDEO_COLUMNS else np.nan
+    return DescriptorTable(rows, "table", "random")
+
+
+def test_the_false_alarm_rate_is_at_most_alpha_and_a_real_shift_is_found() -> None:
+    """400 pairs of sets from one distribution: the family-wise false-alarm rate (alpha 0.01) stays near 1%
+    (at most 10 alarms: a 10% rate would give about 40, a 2.5% rate 10 on average); a shift of one
+    standard deviation in every column is found in almost every pair."""
+    rng = np.random.default_rng(0)
+    alarms = sum(decide(_random_table(rng, 40), _random_table(rng, 40), SETTINGS)["drift"] for _ in range(400))
+    assert alarms <= 10, f"{alarms} false alarms in 400 (alpha {SETTINGS.alpha})"
+    found = sum(decide(_random_table(rng, 40), _random_table(rng, 40, shift=1.0), SETTINGS)["drift"]
+                for _ in range(50))
+    assert found >= 45, found
