@@ -266,11 +266,11 @@ class VideoWriter:
     """Write frames one at a time, with an audio track, as a video file.
 
     target: a path or a writable binary file object; fps: frames per second; size: (H, W), both even.
-    Audio, at most one of: `audio_from`, a media file whose first audio track is copied unchanged when
-    its codec fits the container (else it is decoded and re-encoded); `waveform` float [samples] or
-    [channels, samples] at `sample_rate`, encoded. container: "mp4" (H.264 + AAC), "mkv" (H.264 + AAC) or
-    "webm" (VP8 + Opus). quality: the video encoder's CRF (lower is better; None: the encoder's default).
-    Use as a context manager, or call close() (which writes the audio and the index).
+    Audio: `audio_from`, a media file whose first audio track is copied unchanged when its codec fits the
+    container; otherwise `waveform` float [samples] or [channels, samples] at `sample_rate` is encoded (with
+    `audio_from` and no `waveform`, the file's track is decoded for it). container: "mp4" (H.264 + AAC),
+    "mkv" (H.264 + AAC) or "webm" (VP8 + Opus). quality: the video encoder's CRF (lower is better; None:
+    the encoder's default). Use as a context manager, or call close() (which writes the audio and the index).
     """
 
     def __init__(self, target: str | Path | BinaryIO, fps: float, size: tuple[int, int],
@@ -297,7 +297,7 @@ class VideoWriter:
                 self._source, self._audio = source, self._out.add_stream_from_template(track)
             else:
                 source.close()
-                if track is not None:
+                if track is not None and waveform is None:   # the caller's decoded track serves when given
                     waveform, sample_rate = decode_audio(audio_from, max_seconds=None)[None], SAMPLE_RATE
         if self._source is None and waveform is not None:
             wave = torch.as_tensor(waveform, dtype=torch.float32)

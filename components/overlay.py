@@ -10,8 +10,11 @@ pixels are tinted with it and outlined, and a legend in the top-left corner list
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -100,3 +103,23 @@ def overlay_frame(frame: np.ndarray, class_map: np.ndarray, names: Sequence[str]
     drawn = draw_overlay(frame, class_map, names, caption=f"{seconds:.1f} s")
     h, w = drawn.shape[:2]
     return drawn[: h - h % 2, : w - w % 2]
+
+
+@contextmanager
+def overlay_video(target: Path, fps: float, size: tuple[int, int], names: Sequence[str], waveform,
+                  sample_rate: int, audio_from: Path) -> Iterator[Callable[[np.ndarray, np.ndarray, float], None]]:
+    """Write an overlay video: yields draw(frame uint8 [H, W, 3], class_map int [H, W], seconds), which adds
+    `overlay_frame` of it. Frames of `size` (H, W) are shown at `fps` with the audio of `audio_from` (copied,
+    else `waveform` [samples] at `sample_rate` encoded). Written to a temporary file renamed to `target` at
+    the end, so a failure leaves nothing half-written."""
+    from components.media import VideoWriter
+
+    height, width = size
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.mp4")
+    try:
+        with VideoWriter(tmp, fps, (height - height % 2, width - width % 2), waveform, sample_rate,
+                         audio_from=audio_from) as writer:
+            yield lambda frame, class_map, seconds: writer.add(overlay_frame(frame, class_map, names, seconds))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

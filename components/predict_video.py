@@ -21,7 +21,6 @@ How frames, audio and windows line up:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import Any
 import torch
 
 from components.common import StepError, progress, write_json_atomic
-from components.media import MediaError, VideoWriter, decode_video
-from components.overlay import overlay_frame
+from components.media import MediaError, decode_video
+from components.overlay import overlay_video
 
 WINDOW_SECONDS = 10.0
 
@@ -87,27 +86,20 @@ def predict_video(segmenter: Any, video: Path, out: Path, fps: float = 1.0, wind
     frames_json: list[dict[str, Any]] = []
     out.mkdir(parents=True, exist_ok=True)
     json_path, overlay_path = out / f"{name}.json", out / f"{name}.overlay.mp4"
-    tmp_overlay = out / f".{name}.overlay.mp4.tmp-{os.getpid()}"
-    height, width = media.frames.shape[-2:]
-    size = (height - height % 2, width - width % 2)
-    try:
-        with VideoWriter(tmp_overlay, fps, size, media.waveform, media.sample_rate, audio_from=video) as writer:
-            for span in progress(frame_windows(count, per_window), f"{name}: windows"):
-                clip = media.frames[span.start: span.stop]
-                times = [k / fps for k in span]
-                result = segmenter.predict(clip, media.waveform, media.sample_rate, times=times)
-                timer.lap("predict")
-                request = ClipRequest(clip, media.waveform, media.sample_rate, mask_format, "video", 0.0)
-                answer = encode_result(result, request, model_info, first_frame=span.start, rate=fps)
-                frames_json.extend(answer["frames"])
-                _merge_classes(found, result.clip_classes, span.start)
-                for t, k in enumerate(span):
-                    image = clip[t].permute(1, 2, 0).numpy()
-                    writer.add(overlay_frame(image, result.class_map[t].numpy(), segmenter.class_names, k / fps))
-                timer.lap("overlay")
-        os.replace(tmp_overlay, overlay_path)
-    finally:
-        tmp_overlay.unlink(missing_ok=True)
+    with overlay_video(overlay_path, fps, tuple(media.frames.shape[-2:]), segmenter.class_names, media.waveform,
+                       media.sample_rate, video) as draw:
+        for span in progress(frame_windows(count, per_window), f"{name}: windows"):
+            clip = media.frames[span.start: span.stop]
+            times = [k / fps for k in span]
+            result = segmenter.predict(clip, media.waveform, media.sample_rate, times=times)
+            timer.lap("predict")
+            request = ClipRequest(clip, media.waveform, media.sample_rate, mask_format, "video", 0.0)
+            answer = encode_result(result, request, model_info, first_frame=span.start, rate=fps)
+            frames_json.extend(answer["frames"])
+            _merge_classes(found, result.clip_classes, span.start)
+            for t, k in enumerate(span):
+                draw(clip[t].permute(1, 2, 0).numpy(), result.class_map[t].numpy(), k / fps)
+            timer.lap("overlay")
     answer = {"num_frames": count, "size": list(media.frames.shape[-2:]), "mask_format": mask_format,
               "request_kind": "video", "classes": sorted(found.values(), key=lambda c: -c["score"]),
               "frames": frames_json, "fps": fps, "windows": math.ceil(count / per_window),

@@ -135,11 +135,9 @@ def write_overlay(answer: dict[str, Any], video: str | Path, out: str | Path) ->
     """Draw an answer to `video` over its frames, as `avs predict` draws its own: an mp4 at one frame per
     second (the endpoint's rate) with the video's audio track. Written via a temporary file and a rename.
     ValueError when the answer does not fit the video (frame count or size)."""
-    import os
-
     from components.infer import class_names
-    from components.media import VideoWriter, decode_video
-    from components.overlay import overlay_frame
+    from components.media import decode_video
+    from components.overlay import overlay_video
 
     media = decode_video(video, max_seconds=None)
     masks = masks_of(answer)
@@ -148,16 +146,9 @@ def write_overlay(answer: dict[str, Any], video: str | Path, out: str | Path) ->
                          f"({media.frames.shape[0]} frames of {list(media.frames.shape[-2:])})")
     names = class_names(int(answer["model"]["num_classes"]))
     out = Path(out)
-    height, width = answer["size"]
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.mp4")
-    try:
-        with VideoWriter(tmp, 1.0, (height - height % 2, width - width % 2), media.waveform, media.sample_rate,
-                         audio_from=video) as writer:
-            for k, (frame, mask) in enumerate(zip(media.frames, masks, strict=True)):
-                writer.add(overlay_frame(frame.permute(1, 2, 0).numpy(), mask["class_map"], names, float(k)))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with overlay_video(out, 1.0, tuple(answer["size"]), names, media.waveform, media.sample_rate, Path(video)) as draw:
+        for k, (frame, mask) in enumerate(zip(media.frames, masks, strict=True)):
+            draw(frame.permute(1, 2, 0).numpy(), mask["class_map"], float(k))
     return out
 
 
