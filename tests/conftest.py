@@ -33,6 +33,26 @@ def tiny_copy(tiny_data: Path, tmp_path: Path) -> Path:
     return dst
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One CPU thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a shared 2-core
+    machine, two spinning OpenMP threads per process run ten times slower."""
+    with _torch_threads(1):
+        yield
+
+
 # -- a tiny two-stage model, trained once per session -------------------------------------------------------------
 TRAIN_PARAMS = {
     # stage 1 trains long enough (the demo's loss) to mark some pixels and not others, so that tests of
@@ -51,7 +71,6 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict:
     """features -> stage 1 (40 steps) -> predict-masks -> stage 2 (2 steps) on the tiny synthetic set, one
     CPU thread. "folder" holds stage1/best.pt and stage2/best.pt as the pipeline's models/ does; "params"
     is the parameters file (TRAIN_PARAMS, also under "settings") the steps read."""
-    import torch
     import yaml
 
     from components.cli import main
@@ -62,16 +81,12 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict:
     features, priors, folder = root / "features", root / "priors", root / "models"
     stage1, stage2 = folder / "stage1" / "best.pt", folder / "stage2" / "best.pt"
     common = ["--data", str(tiny_data), "--features", str(features)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _torch_threads(1):
         assert main(["features", "--data", str(tiny_data), "--out", str(features), "--maskige-size", "64"]) == 0
         assert main(["train", "--stage", "1", *common, "--out", str(stage1.parent), "--params", str(params)]) == 0
         assert main(["predict-masks", *common, "--model", str(stage1), "--out", str(priors)]) == 0
         assert main(["train", "--stage", "2", *common, "--priors", str(priors), "--init", str(stage1),
                      "--out", str(stage2.parent), "--params", str(params)]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return {"root": root, "params": params, "settings": TRAIN_PARAMS, "features": features, "priors": priors,
             "data": tiny_data, "folder": folder, "stage1": stage1, "stage2": stage2}
 

@@ -14,14 +14,9 @@ import torch
 from components.cli import main
 from components.media import decode_audio, decode_video, encode_video
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: on a shared 2-core machine, two spinning OpenMP threads run ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def _streams(path: Path) -> dict[str, tuple[int, float]]:

@@ -13,6 +13,8 @@ import torch
 from components.common import free_ports
 from components.media import MediaError, decode_audio, decode_images, decode_video, encode_video
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
+
 
 def _clip(seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (64, 96), rate: int = 22050,
           ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,13 +145,6 @@ def test_api_parses_each_request_kind_and_encodes_masks() -> None:
 
 
 # -- the tiny two-stage model of conftest.py (`models`), in process and served ------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One CPU thread: on a shared 2-core machine, two spinning OpenMP threads run ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
