@@ -571,3 +571,19 @@ def test_a_failed_prediction_answers_json_500_and_leaves_the_bad_request_its_own
     assert context.status == {0: 500, 1: 422}
     assert answers[0]["error"]["code"] == "prediction_failed" and "simulated" in answers[0]["error"]["message"]
     assert answers[1]["error"]["code"] == "no_audio"
+
+
+def test_client_overlay_of_an_answer_about_another_video_is_refused(tmp_path, capsys) -> None:
+    """`--overlay` with an answer that does not fit the video: a message naming both, exit 1, no file."""
+    from unittest import mock
+
+    import components.serve.client as client
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(_video(seconds=2.0))
+    answer = {"size": [80, 80], "frames": [], "mask_format": "png", "model": {"num_classes": 2}, "num_frames": 0}
+    with mock.patch.object(client.Client, "predict_video", return_value=answer):
+        assert client.main([str(video), "--overlay", str(tmp_path / "o.mp4")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot draw" in err and "is not about" in err and str(video) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]

@@ -181,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(answer))
     if args.overlay:
-        print(f"overlay: {write_overlay(answer, args.video, args.overlay)}", file=sys.stderr)
+        from components.common import StepError
+
+        try:
+            print(f"overlay: {write_overlay(answer, args.video, args.overlay)}", file=sys.stderr)
+        except (ValueError, OSError, StepError) as err:   # StepError: a video PyAV cannot decode
+            print(f"overlay: cannot draw {args.overlay}: {err}", file=sys.stderr)
+            return 1
     summary = {k: v for k, v in answer.items() if k != "frames"}
     summary["frames"] = [{"index": f["index"], "classes": [{k: c[k] for k in ("id", "name", "score", "area")}
                                                           for c in f["classes"]]} for f in answer["frames"]]
