@@ -35,13 +35,12 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from components.common import write_json_atomic
 from components.features.proposals import RegionProposer
 from components.features.step import compute_features
 from components.synth.baseline import audio_blind_scores
-from components.synth.generate import SynthConfig, generate, resolve_config, sounding_classes
+from components.synth.generate import generate, resolve_config, sounding_classes
 from components.train.checkpoint import load_trained
 from components.train.data import ClipDataset
 from components.train.loop import TrainConfig, train
@@ -134,26 +133,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="avs-diagnostics-"))
-    try:
-        params = yaml.safe_load(args.params.read_text())
-        for assignment in args.set:
-            table.set_param(params, assignment)
-        synth = params["synth"]
-        base, _ = table.train_configs(params, args.steps, None, None)
-    except KeyError as exc:
-        raise SystemExit(f"{args.params}: no parameter {exc}") from None
-    except (OSError, yaml.YAMLError, TypeError, ValueError) as exc:
-        raise SystemExit(f"{args.params}: {exc}") from None
+    params, record = table.load(args.params, args.set)
+    base, _ = table.train_configs(params, args.steps, None, None)
+    synth = params.synth
     data, features = work / "data", work / "features"
-    table.claim(work / "params.json", params, "other parameters", data.is_dir())
+    table.claim(work / "params.json", record, "other parameters", data.is_dir())
     table.claim(work / "schedule.json", {"steps1": base.steps}, "another schedule")
-    synth_cfg = resolve_config(synth["size"], **{k: v for k, v in synth.items()
-                                                 if k in SynthConfig.__dataclass_fields__})
+    synth_cfg = resolve_config(synth.size, **synth.knobs())
     if not data.is_dir():
-        generate(data, synth_cfg, seed=synth["seed"])
+        generate(data, synth_cfg, seed=synth.seed)
     if not features.is_dir():
         compute_features(data, features, RegionProposer())
-    oracle = {key: torch.from_numpy(hot) for key, hot in sounding_classes(synth_cfg, synth["seed"]).items()}
+    oracle = {key: torch.from_numpy(hot) for key, hot in sounding_classes(synth_cfg, synth.seed).items()}
     rows: dict[str, list[dict]] = {}
     if args.recipe_metrics:
         rows["recipe"] = [recipe_from_evaluation(path) for path in args.recipe_metrics]
@@ -167,7 +158,7 @@ def main() -> None:
                   + f" ({result['minutes']:.1f} min)", flush=True)
     if args.variants:
         return
-    blind = {split: audio_blind_scores(synth_cfg, synth["seed"], (split,)) for split in ("val", "test")}
+    blind = {split: audio_blind_scores(synth_cfg, synth.seed, (split,)) for split in ("val", "test")}
     write_json_atomic(work / "diagnostics.json", {"runs": rows, "audio_blind": blind})
     print(f"\nstage 1, {base.steps} steps, preset {base.preset} at {base.input_size} px, seeds "
           f"{' '.join(map(str, args.seeds))}; test (val) mIoU, mean +- std over seeds ({work})")

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
-from components.synth.generate import SynthConfig, iter_clips, resolve_config
+from components.params import SynthParams, load_params
+from components.synth.generate import iter_clips, resolve_config
 from components.train.checkpoint import load_trained
 from components.train.data import ClipDataset
 from components.train.predict import predict
@@ -28,12 +28,11 @@ from components.train.predict import predict
 SUBSETS = ("s4", "ms3")
 
 
-def object_fractions(model: Path, data: Path, features: Path, synth: dict, split: str) -> dict[str, dict]:
+def object_fractions(model: Path, data: Path, features: Path, synth: SynthParams, split: str) -> dict[str, dict]:
     """{subset: {"sources": [fraction marked per source object], "silent": [... per silent object]}}."""
     net, cfg = load_trained(model)
-    overrides = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
-    scenes = {(c.part, c.clip_id): c.scene for c in iter_clips(resolve_config(synth["size"], **overrides),
-                                                               synth["seed"]) if c.split == split}
+    scenes = {(c.part, c.clip_id): c.scene for c in iter_clips(resolve_config(synth.size, **synth.knobs()),
+                                                               synth.seed) if c.split == split}
     out: dict[str, dict] = {}
     for subset in SUBSETS:
         dataset = ClipDataset(data, features, 1, split, cfg["input_size"], subsets=(subset,))
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    synth = yaml.safe_load(args.params.read_text())["synth"]
+    synth = load_params(args.params).synth
     print(f"{args.model}, {args.split} split; per object: fraction of its pixels predicted sounding")
     print("| subset | sources marked | silent objects marked | sources < 0.2 / > 0.8 | silent < 0.2 / > 0.8 |")
     print("| --- | --- | --- | --- | --- |")

@@ -13,9 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-from components.common import read_params
+from components.params import load_params
 from components.synth.baseline import audio_blind_scores
-from components.synth.generate import SynthConfig, resolve_config
+from components.synth.generate import resolve_config
 
 
 def main() -> None:
@@ -25,12 +25,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="default: synth.seed of --params")
     parser.add_argument("--splits", nargs="+", default=["test"])
     args = parser.parse_args()
-    synth = read_params(args.params, "synth")
-    args.size = args.size or synth.pop("size")
-    args.seed = synth.pop("seed") if args.seed is None else args.seed
-    knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
+    synth = load_params(args.params, values={"synth.size": args.size, "synth.seed": args.seed}).synth
+    args.size, args.seed = synth.size, synth.seed
     start = time.perf_counter()
-    scores = audio_blind_scores(resolve_config(args.size, **knobs), args.seed, tuple(args.splits))
+    scores = audio_blind_scores(resolve_config(synth.size, **synth.knobs()), synth.seed, tuple(args.splits))
     print(f"audio-blind baseline ('segment every visible object'), size={args.size} seed={args.seed} "
           f"splits={','.join(args.splits)}  ({time.perf_counter() - start:.1f} s)")
     print(f"{'subset':8s} {'baseline':>9s} {'perfect':>8s} {'ratio':>6s} {'present':>8s}")

@@ -38,14 +38,14 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from components.common import StepError, write_json_atomic
 from components.evaluate.run import evaluate
 from components.features.proposals import RegionProposer
 from components.features.step import compute_features
-from components.synth.generate import SynthConfig, generate, resolve_config
-from components.train.loop import TrainConfig, load_train_config, train
+from components.params import Params, load_params
+from components.synth.generate import generate, resolve_config
+from components.train.loop import TrainConfig, train, train_config
 from components.train.masks import predict_masks
 
 VARIANTS = {
@@ -91,37 +91,22 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
                     out=folder / "report", metrics_path=folder / "metrics.json")
 
 
-def set_param(params: dict, assignment: str) -> None:
-    """Apply one `--set KEY=VALUE` to the parameters mapping `params` in place: KEY is a dotted path
-    (`synth.avss_classes`), VALUE is read as YAML (23, 0.5, true, text). The path must exist, except that
-    new keys may go under `train` (its own checks name unknown ones later). ValueError names what is
+def load(path: Path, overrides: list[str], **values: object) -> tuple[Params, dict]:
+    """The typed parameters of `path` with `--set` overrides and the given synth values ({"size": ...},
+    None: unchanged), and the same as a JSON mapping (the folder's record); SystemExit naming what is
     wrong."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--set {assignment!r}: expected KEY=VALUE")
-    *parents, leaf = key.split(".")
-    node = params
-    for depth, part in enumerate(parents):
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {'.'.join(parents[:depth + 1])} is not a section of the parameters")
-    if leaf not in node and parents[:1] != ["train"]:
-        raise ValueError(f"--set {key}: no such parameter")
-    node[leaf] = yaml.safe_load(text)
+    try:
+        params = load_params(path, overrides, {f"synth.{k}": v for k, v in values.items()})
+    except StepError as exc:
+        raise SystemExit(str(exc)) from None
+    return params, json.loads(json.dumps(dataclasses.asdict(params)))
 
 
-def train_configs(params: dict, steps1: int | None, steps2: int | None,
+def train_configs(params: Params, steps1: int | None, steps2: int | None,
                   val_every: int | None) -> tuple[TrainConfig, TrainConfig]:
-    """Stage 1's and stage 2's TrainConfig from a parameters mapping (the `train` section, with the
-    given steps and validation interval where not None); ValueError saying what is invalid."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "params.json"  # the loader reads a file; JSON is YAML
-        path.write_text(json.dumps(params))
-        try:
-            return (load_train_config(path, 1, steps=steps1, val_every=val_every),
-                    load_train_config(path, 2, steps=steps2, val_every=val_every))
-        except StepError as exc:  # the caller names the parameters file, not this temporary one
-            raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    """Stage 1's and stage 2's TrainConfig, with the given steps and validation interval where not None."""
+    return (train_config(params, 1, steps=steps1, val_every=val_every),
+            train_config(params, 2, steps=steps2, val_every=val_every))
 
 
 def differences(held: object, wanted: object, prefix: str = "") -> list[str]:
@@ -168,23 +153,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     work = args.out or Path(tempfile.mkdtemp(prefix="avs-table-"))
     start = time.perf_counter()
-    try:
-        params = yaml.safe_load(args.params.read_text())
-        for assignment in args.set:
-            set_param(params, assignment)
-        synth = params["synth"]
-        synth["size"] = args.size or synth["size"]
-        synth["seed"] = synth["seed"] if args.seed is None else args.seed
-        base1, base2 = train_configs(params, args.steps1, args.steps2, args.val_every)
-    except KeyError as exc:
-        raise SystemExit(f"{args.params}: no parameter {exc}") from None
-    except (OSError, yaml.YAMLError, TypeError, ValueError) as exc:
-        raise SystemExit(f"{args.params}: {exc}") from None
+    params, record = load(args.params, args.set, size=args.size, seed=args.seed)
+    base1, base2 = train_configs(params, args.steps1, args.steps2, args.val_every)
     data, features = work / "data", work / "features"
-    claim(work / "params.json", params, "other parameters", data.is_dir())
-    knobs = {k: v for k, v in synth.items() if k in SynthConfig.__dataclass_fields__}
+    claim(work / "params.json", record, "other parameters", data.is_dir())
     if not data.is_dir():
-        generate(data, resolve_config(synth["size"], **knobs), seed=synth["seed"])
+        generate(data, resolve_config(params.synth.size, **params.synth.knobs()), seed=params.synth.seed)
     if not features.is_dir():
         compute_features(data, features, RegionProposer())
     if args.prepare:
@@ -201,7 +175,7 @@ def main() -> None:
     if args.variants:
         return
     write_json_atomic(work / "table.json", rows)
-    print(f"size={synth['size']} seed={synth['seed']} steps={base1.steps}/{base2.steps} budget={args.budget} "
+    print(f"size={params.synth.size} seed={params.synth.seed} steps={base1.steps}/{base2.steps} budget={args.budget} "
           f"preset={base1.preset} ({(time.perf_counter() - start) / 60:.1f} min, runs in {work})")
     print("| variant | S4 mIoU | S4 F | MS3 mIoU | MS3 F | AVSS mIoU | AVSS F | AVSS mIoU (present) "
           f"| AVSS F (present) |\n|{' --- |' * 9}")

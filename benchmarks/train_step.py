@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from components.params import load_params
 from components.train.data import ClipDataset, batches
-from components.train.loop import TrainConfig, load_train_config, make_model, training_batch
+from components.train.loop import TrainConfig, make_model, train_config, training_batch
 from components.train.optim import param_groups
 from components.train.predict import run_model
 from model.criterion import SetCriterion
@@ -128,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if not (args.data.is_dir() and args.features.is_dir()):
         raise SystemExit(f"{args.data} or {args.features} missing: run `dvc repro features` first")
-    after = load_train_config(args.params, 1)
+    after = train_config(load_params(args.params), 1)
     before = dataclasses.replace(after, frames=0, batch_clips=2,
                                  model={**after.model, "semantic_weight": 0.0, "region_targets": False})
     dataset = ClipDataset(args.data, args.features, 1, "train", after.input_size)

@@ -7,18 +7,35 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.common import StepError
+
+if TYPE_CHECKING:
+    from components.params import Params
+
+
+def _params(args: argparse.Namespace, section: str, options: Sequence[str] = (), **values: object) -> Params:
+    """The parameters of one step: --params (default ./params.yaml, else the defaults), its --set overrides,
+    then each command-line option in `options` (its dest is the key in `section`) and each `values` entry
+    (key in `section` -> value) that was given."""
+    from components.params import load_params
+
+    given = {f"{section}.{name}": getattr(args, name) for name in options}
+    given.update({f"{section}.{name}": value for name, value in values.items()})
+    return load_params(args.params, args.set, {k: str(v) if isinstance(v, Path) else v for k, v in given.items()})
+
+
+SYNTH_OPTIONS = ("size", "seed", "image_size", "min_distractors", "max_distractors", "max_sources", "noise_level",
+                 "min_radius", "max_radius", "s4_categories", "avss_classes")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from components.synth.generate import generate, resolve_config
 
-    cfg = resolve_config(args.size, image_size=args.image_size, min_distractors=args.min_distractors,
-                         max_distractors=args.max_distractors, max_sources=args.max_sources,
-                         noise_level=args.noise_level, min_radius=args.min_radius, max_radius=args.max_radius,
-                         s4_categories=args.s4_categories, avss_classes=args.avss_classes)
-    counts = generate(args.out, cfg, seed=args.seed, overwrite=args.overwrite)
+    synth = _params(args, "synth", SYNTH_OPTIONS).synth
+    cfg = resolve_config(synth.size, **synth.knobs())
+    counts = generate(args.out, cfg, seed=synth.seed, overwrite=args.overwrite)
     print(f"synth: wrote {sum(counts.values())} clips to {args.out} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
     return 0
@@ -26,10 +43,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from components.validate.run import validate_dataset
-    from components.validate.suite import Thresholds
 
-    th = Thresholds(sample_rate=args.sample_rate, min_rms=args.min_rms,
-                    min_duration_fraction=args.min_duration_fraction)
+    th = _params(args, "validate", ("sample_rate", "min_rms", "min_duration_fraction")).validate
     summary = validate_dataset(args.data, args.out, th, metrics=args.metrics)
     docs = Path(args.out) / "data_docs" / "index.html"
     if summary["success"]:
@@ -48,9 +63,11 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from components.features.proposals import make_proposer
     from components.features.step import compute_features, summary_line
 
-    checkpoint = Path(args.sam_checkpoint) if args.sam_checkpoint else None  # "" from params.yaml means none
-    proposer = make_proposer(args.mask_source, checkpoint, args.sam_model_type)
-    summary = compute_features(args.data, args.out, proposer, args.maskige_size, args.batch_size)
+    features = _params(args, "features", ("mask_source", "sam_checkpoint", "sam_model_type", "maskige_size",
+                                          "batch_size")).features
+    checkpoint = Path(features.sam_checkpoint) if features.sam_checkpoint else None  # "" means none
+    proposer = make_proposer(features.mask_source, checkpoint, features.sam_model_type)
+    summary = compute_features(args.data, args.out, proposer, features.maskige_size, features.batch_size)
     if args.metrics is not None:
         write_json_atomic(args.metrics, summary)
     print(summary_line(summary))
@@ -58,9 +75,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from components.train.loop import load_train_config, train
+    from components.train.loop import train, train_config
 
-    cfg = load_train_config(args.params, args.stage, steps=args.steps, seed=args.seed)
+    cfg = train_config(_params(args, "train", ("seed",)), args.stage, steps=args.steps)
     summary = train(cfg, args.data, args.features, args.out, args.priors, init=args.init)
     print(f"train: stage {cfg.stage}, {summary['steps']} steps, best val mIoU {summary['best_val_miou']:.3f} "
           f"-> {Path(args.out) / 'best.pt'}")
@@ -68,22 +85,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain_visual(args: argparse.Namespace) -> int:
-    from components.common import read_params
+    from dataclasses import asdict
+
     from components.train.visual_pretrain import pretrain_visual
     from model.config import get_config
 
-    section = read_params(args.params, "pretrain_visual")
-    known = {"steps", "batch", "lr", "images", "seed"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise StepError(f"{args.params}: unknown pretrain_visual parameter(s) {', '.join(unknown)}")
-    train = read_params(args.params, "train")
+    params = _params(args, "pretrain_visual")
+    train = params.train
     try:  # the backbone the training stages build: the preset's, or train.model.backbone
-        backbone = (train.get("model") or {}).get("backbone") or get_config(train["preset"]).backbone
-        size = int(train["input_size"])
+        backbone = train.model.get("backbone") or get_config(train.preset).backbone
     except KeyError as exc:
-        raise StepError(f"{args.params}: train.{exc.args[0]} is needed to know what to pretrain") from None
-    report = pretrain_visual(backbone, size, args.out, **section)
+        raise StepError(f"train.preset: {exc.args[0]}") from None
+    size = train.input_size
+    report = pretrain_visual(backbone, size, args.out, **asdict(params.pretrain_visual))
     print(f"pretrain-visual: {backbone} at {size} px, {report['steps']} steps in {report['seconds']:.0f} s, "
           f"val accuracy on object pixels: colour {report['val_colour_accuracy']:.3f}, shape "
           f"{report['val_shape_accuracy']:.3f}, both {report['val_look_accuracy']:.3f} -> {args.out}")
@@ -109,12 +123,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from components.common import read_params
     from components.evaluate.gate import gate
 
-    params = read_params(args.params, "gate")
-    decision = gate(args.metrics, params.get("minimums", {}), float(params.get("margin", 0.0)), args.champion,
-                    args.out)
+    params = _params(args, "gate").gate
+    decision = gate(args.metrics, params.minimums, params.margin, args.champion, args.out)
     print(f"gate: {'PASS' if decision['passed'] else 'FAIL'} - " + "; ".join(decision["reasons"]))
     return 0 if decision["passed"] or not args.strict else 1
 
@@ -132,22 +144,6 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drift_settings(args: argparse.Namespace):
-    from components.common import read_params
-    from components.drift.report import DriftSettings
-
-    if args.params is not None:
-        params = read_params(args.params, "drift")
-    else:  # params.yaml of the working directory when it has a drift section, else the defaults
-        try:
-            params = read_params(Path("params.yaml"), "drift")
-        except StepError:
-            params = {}
-    if getattr(args, "alpha", None) is not None:
-        params["alpha"] = args.alpha
-    return DriftSettings.from_params(params), params
-
-
 def _drift_model(args: argparse.Namespace):
     if args.model is None:
         return None, None
@@ -160,12 +156,13 @@ def _cmd_drift_reference(args: argparse.Namespace) -> int:
     from components.drift.run import build_reference
 
     predictor, info = _drift_model(args)
-    split = None if args.split == "all" else args.split
+    split = _params(args, "drift", (), reference_split=args.split).drift.reference_split
+    split = None if split == "all" else split
     table = build_reference(args.data, args.out, split, predictor, info, strict=args.strict)
     skipped = f", {len(table.skipped)} unreadable clip(s) skipped" if table.skipped else ""
     for line in table.skipped:
         print(f"  skipped {line}", file=sys.stderr)
-    print(f"drift-reference: {len(table.rows)} clips ({args.split} split of {args.data}){skipped}"
+    print(f"drift-reference: {len(table.rows)} clips ({split or 'every'} split of {args.data}){skipped}"
           f"{', with predictions' if predictor else ''} -> {args.out}")
     return 0
 
@@ -173,11 +170,11 @@ def _cmd_drift_reference(args: argparse.Namespace) -> int:
 def _cmd_drift(args: argparse.Namespace) -> int:
     from components.drift.run import run_drift
 
-    settings, params = _drift_settings(args)
+    settings = _params(args, "drift", ("alpha",)).drift
     predictor, info = _drift_model(args)
     summary = run_drift(args.reference, args.current, args.out, settings, predictor, info,
                         split=None if args.split == "all" else args.split, last=args.last, strict=args.strict,
-                        max_seconds=float(params.get("max_seconds", 60.0)))
+                        max_seconds=settings.max_seconds)
     for line in summary["current"]["skipped_clips"]:
         print(f"  skipped {line}", file=sys.stderr)
     if summary["current"]["skipped"]:
@@ -190,12 +187,10 @@ def _cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from components.common import read_params
     from components.serve.package import package
 
-    settings = read_params(args.params, "package") if args.params.is_file() else {}
-    features = read_params(args.params, "features") if args.params.is_file() else {}
-    record = package(args.stage1, args.stage2, args.out, args.gate, settings, features, force=args.force)
+    params = _params(args, "package")
+    record = package(args.stage1, args.stage2, args.out, args.gate, params.package, params.features, force=args.force)
     if record["packaged"]:
         print(f"package: {Path(args.out) / record['mar']} ({record['bytes'] / 1e6:.1f} MB, "
               f"sha256 {record['sha256'][:12]})")
@@ -208,7 +203,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from components.serve import server
 
     if args.action == "start":
-        state = server.start(server.settings_from(args), timeout=args.timeout)
+        options = ("model_store", "address", "inference_port", "management_port", "metrics_port", "token_auth",
+                   "token_expiration_min")
+        settings = server.settings_from(_params(args, "serve", options), args.run_dir)
+        state = server.start(settings, timeout=args.timeout)
         auth = f"token auth on, keys in {state['key_file']}" if state["token_auth"] else "token auth off"
         print(f"serve: ready, POST videos to {state['predict_url']} ({auth}); metrics {state['metrics_url']}/metrics; "
               f"logs in {state['logs']}")
@@ -224,14 +222,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from components.deploy.run import run_deploy, settings_from_params
-    from components.serve.server import _section
 
-    deploy = _section(args.params, "deploy")
-    settings = settings_from_params(deploy, _section(args.params, "package"), namespace=args.namespace,
-                                    image=args.image, replicas=args.replicas, gpus=args.gpus,
-                                    model_uri=args.model_uri, s3_endpoint=args.s3_endpoint, claim=args.claim,
-                                    token_auth=args.token_auth, create_namespace=args.create_namespace or None)
-    timeout = args.timeout if args.timeout is not None else float(deploy.get("timeout_s", 1200))
+    params = _params(args, "deploy", ("namespace", "image", "replicas", "gpus", "model_uri", "s3_endpoint", "claim",
+                                      "token_auth"), create_namespace=args.create_namespace or None,
+                     timeout_s=args.timeout)
+    settings = settings_from_params(params.deploy, params.package)
+    timeout = params.deploy.timeout_s
     summary = run_deploy(settings, manifests=args.manifests, gate=args.gate, upload=args.upload, render_to=args.render,
                          kubeconfig=args.kubeconfig, context=args.context, timeout=timeout, force=args.force)
     if "rendered" in summary:
@@ -244,11 +240,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from components.common import read_params
     from components.predict_video import predict_videos
 
-    params = args.params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
-    features = read_params(params, "features") if params is not None else None
+    features = _params(args, "features").features
     outcomes = predict_videos(args.videos, args.model, args.out, fps=args.fps, window=args.window,
                               strict=args.strict, max_seconds=args.max_seconds, mask_format=args.mask_format,
                               device=args.device, features=features)
@@ -272,6 +266,14 @@ def _cmd_export_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params_options(p: argparse.ArgumentParser, sections: str) -> None:
+    """--params and --set for a step reading the params.yaml `sections` (named in the help)."""
+    p.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help=f"parameters file, sections {sections} (default ./params.yaml; without it, the defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one parameter (repeatable); the options below override these")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `avs` with every step's subcommand."""
     parser = argparse.ArgumentParser(
@@ -280,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic AVSBench (S4, MS3, AVSS) in the real layout")
     p.add_argument("--out", type=Path, required=True, help="folder to create")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="demo", help="tiny | demo | large (default: demo)")
+    _params_options(p, "synth")
+    p.add_argument("--seed", type=int, help="generator seed (default synth.seed)")
+    p.add_argument("--size", help="tiny | demo | large (default synth.size)")
     p.add_argument("--image-size", type=int, help="S4/MS3 frame side in pixels (AVSS: frame height)")
     p.add_argument("--min-distractors", type=int, help="fewest silent visible objects per clip")
     p.add_argument("--max-distractors", type=int, help="most silent visible objects per clip")
@@ -298,20 +301,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")
     p.add_argument("--out", type=Path, required=True, help="report folder (manifest, results, HTML data docs)")
     p.add_argument("--metrics", type=Path, help="also write the summary JSON here (for DVC)")
-    p.add_argument("--sample-rate", type=int, default=16000)
-    p.add_argument("--min-rms", type=float, default=1e-3)
-    p.add_argument("--min-duration-fraction", type=float, default=0.9)
+    _params_options(p, "validate")
+    p.add_argument("--sample-rate", type=int, help="required audio sample rate in Hz (default validate.sample_rate)")
+    p.add_argument("--min-rms", type=float, help="quieter audio counts as silent (default validate.min_rms)")
+    p.add_argument("--min-duration-fraction", type=float,
+                   help="shortest audio, as a fraction of the clip's seconds (default validate.min_duration_fraction)")
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("features", help="hierarchical log-mel scales and maskiges for every clip")
     p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")
     p.add_argument("--out", type=Path, required=True, help="output folder (mirrors the dataset layout)")
     p.add_argument("--metrics", type=Path, help="also write counts and timings as JSON here (for DVC)")
-    p.add_argument("--mask-source", default="regions", help="regions (offline default) | sam")
-    p.add_argument("--sam-checkpoint", default="", help="local SAM checkpoint file for --mask-source sam")
-    p.add_argument("--sam-model-type", default="vit_b", help="SAM registry name of the checkpoint")
-    p.add_argument("--maskige-size", type=int, default=224, help="side of the saved maskiges in pixels")
-    p.add_argument("--batch-size", type=int, default=32, help="clips per batched spectrogram computation")
+    _params_options(p, "features")
+    p.add_argument("--mask-source", help="regions (offline) | sam (default features.mask_source)")
+    p.add_argument("--sam-checkpoint", help="local SAM checkpoint file for --mask-source sam")
+    p.add_argument("--sam-model-type", help="SAM registry name of the checkpoint (default features.sam_model_type)")
+    p.add_argument("--maskige-size", type=int, help="maskige side in pixels (default features.maskige_size)")
+    p.add_argument("--batch-size", type=int, help="clips per spectrogram batch (default features.batch_size)")
     p.set_defaults(func=_cmd_features)
 
     p = sub.add_parser("train", help="train stage 1 (class-agnostic) or stage 2 (semantic, with the prior)")
@@ -322,16 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (checkpoint, best.pt, curves); resumed if present")
     p.add_argument("--priors", type=Path, help="output of avs predict-masks (stage 2)")
     p.add_argument("--init", type=Path, help="start from the matching tensors of this best.pt (stage 2: stage 1's)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (section 'train')")
-    p.add_argument("--steps", type=int, help="override train.steps")
+    _params_options(p, "train, train_stage1 or train_stage2")
+    p.add_argument("--steps", type=int, help="override train_stageN.steps")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("pretrain-visual", help="the stand-in for an ImageNet checkpoint: the image backbone "
                        "learns the object looks on rendered images")
     p.add_argument("--out", type=Path, required=True, help="weights file to write (a timm state dict)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"),
-                   help="parameters file (sections 'pretrain_visual' and 'train': preset, input_size)")
+    _params_options(p, "pretrain_visual, train")
     p.set_defaults(func=_cmd_pretrain_visual)
 
     p = sub.add_parser("predict-masks", help="stage-1 foreground probabilities (the stage-2 prior) for every split")
@@ -355,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", help="pass/fail from params.yaml thresholds and the champion's metrics")
     p.add_argument("--metrics", type=Path, required=True, help="the challenger's evaluation metrics")
     p.add_argument("--champion", type=Path, help="the champion's metrics JSON (ignored if absent)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (section 'gate')")
+    _params_options(p, "gate")
     p.add_argument("--out", type=Path, required=True, help="decision file (JSON)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the gate fails")
     p.set_defaults(func=_cmd_gate)
@@ -370,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2", type=Path, help="stage-2 best.pt (omit for a stage-1-only archive)")
     p.add_argument("--gate", type=Path, help="gate decision JSON; when it failed only package.json is written")
     p.add_argument("--out", type=Path, required=True, help="output folder (<model_name>.mar, package.json)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections package, features)")
+    _params_options(p, "package, features")
     p.add_argument("--force", action="store_true", help="build even when the gate failed (recorded in package.json)")
     p.set_defaults(func=_cmd_package)
 
@@ -378,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--run-dir", type=Path, default=Path(".serve"), help="config, logs, pid and keys (default .serve)")
     p.add_argument("--model-store", type=Path, help="folder holding the .mar (default models/serving)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections serve, package)")
+    _params_options(p, "serve, package")
     p.add_argument("--address", help="address of the inference and metrics APIs (default 127.0.0.1)")
     p.add_argument("--inference-port", type=int)
     p.add_argument("--management-port", type=int)
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deploy", help="TorchServe on Kubernetes GPU nodes: render, validate, server-side apply, wait")
     p.add_argument("--manifests", type=Path, default=Path("k8s/base/serving"), help="the serving kustomization folder")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters (sections deploy, package)")
+    _params_options(p, "deploy, package")
     p.add_argument("--namespace")
     p.add_argument("--image", help="the project image (Dockerfile.gpu)")
     p.add_argument("--replicas", type=int)
@@ -422,8 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-format", default="png", choices=["png", "rle"], help="masks in the JSON (default png)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
-    p.add_argument("--params", type=Path, help="parameters the model was trained with, section 'features' (default: "
-                                               "./params.yaml if present, else built-in defaults)")
+    _params_options(p, "features (as the model was trained with)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export-video", help="a benchmark clip (frames + audio) as an mp4, to try the endpoint")
@@ -439,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drift-reference", help="descriptors of the training clips: the reference of drift reports")
     p.add_argument("--data", type=Path, required=True, help="folder holding AVSBench_object/ and/or AVSBench_semantic/")
     p.add_argument("--out", type=Path, required=True, help="reference folder (descriptors.csv + descriptors.json)")
-    p.add_argument("--split", default="train", help="train | val | test | all (default: train)")
+    _params_options(p, "drift")
+    p.add_argument("--split", help="train | val | test | all (default drift.reference_split)")
     p.add_argument("--model", type=Path, help="also describe predictions: models folder (stage1/best.pt "
                                               "[+ stage2/best.pt]), serving folder or stage-1 best.pt")
     p.add_argument("--strict", action="store_true", help="an unreadable clip is fatal instead of skipped")
@@ -456,8 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, help="use only the last N clips (the most recent requests of a log)")
     p.add_argument("--strict", action="store_true", help="an unreadable video or log line is fatal instead of skipped")
     p.add_argument("--alpha", type=float, help="override drift.alpha (family-wise false-alarm rate)")
-    p.add_argument("--params", type=Path,
-                   help="parameters file, section 'drift' (default: ./params.yaml if present, else built-in defaults)")
+    _params_options(p, "drift")
     p.set_defaults(func=_cmd_drift)
 
     from components.pipeline.cli import register as register_pipeline

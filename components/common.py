@@ -59,16 +59,6 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_params(path: Path, section: str) -> dict[str, Any]:
-    """The `section` mapping of a parameters YAML file; StepError naming the file when it cannot be read."""
-    import yaml
-
-    try:
-        return dict(yaml.safe_load(Path(path).read_text())[section])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise StepError(f"{path}: cannot read the {section!r} section ({exc})") from exc
-
-
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """Wrap `items` in a tqdm bar on stderr; the bar hides itself when stderr is not a terminal."""
     from tqdm import tqdm

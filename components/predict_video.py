@@ -31,6 +31,7 @@ import torch
 from components.common import StepError, progress, write_json_atomic
 from components.media import MediaError, decode_video
 from components.overlay import overlay_video
+from components.params import FeaturesParams
 
 WINDOW_SECONDS = 10.0
 
@@ -136,11 +137,11 @@ def output_names(videos: Sequence[Path]) -> list[str]:
 def predict_videos(videos: Sequence[Path], model: Path, out: Path, fps: float = 1.0,
                    window: float = WINDOW_SECONDS, strict: bool = False, max_seconds: float | None = None,
                    mask_format: str = "png", device: str | None = None,
-                   features: dict[str, Any] | None = None) -> list[VideoOutcome]:
+                   features: FeaturesParams | None = None) -> list[VideoOutcome]:
     """`avs predict`: every video through the model at `model` (see components.infer.model_files).
 
-    features: the `features` parameters the model was trained with (mask_source, maskige_size,
-    sam_checkpoint), so that its maskiges are made the same way; None: the defaults.
+    features: the `features` parameters the model was trained with (mask_source, maskige_size, the SAM
+    checkpoint and type), so that its maskiges are made the same way; None: the defaults.
     A video that cannot be decoded is reported in its outcome's `error` and skipped; with `strict` the
     first one raises StepError instead. Returns one VideoOutcome per video, in order.
     """
@@ -154,11 +155,10 @@ def predict_videos(videos: Sequence[Path], model: Path, out: Path, fps: float = 
         raise StepError(f"--mask-format must be png or rle, got {mask_format!r}")
     videos = [Path(v) for v in videos]
     names = output_names(videos)
-    features = features or {}
-    options = {key: features[key] for key in ("mask_source", "maskige_size") if key in features}
-    if features.get("sam_checkpoint"):
-        options["sam_checkpoint"] = features["sam_checkpoint"]
-    segmenter = open_segmenter(model, device=device, **options)
+    features = features or FeaturesParams()
+    segmenter = open_segmenter(model, device=device, mask_source=features.mask_source,
+                               maskige_size=features.maskige_size, sam_checkpoint=features.sam_checkpoint or None,
+                               sam_model_type=features.sam_model_type)
     out.mkdir(parents=True, exist_ok=True)
     outcomes = []
     with torch.inference_mode():

@@ -12,7 +12,7 @@ function's live annotations.)
 """
 
 import ast
-import copy
+import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +20,14 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from components.params import Params
 from components.pipeline.cluster import ClusterConfig
 from pipelines import tasks
 
 PIPELINE_NAME = "avs-pipeline"
 _DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})\]$")
-SECTIONS = ("data", "synth", "validate", "features", "train", "gate", "package", "deploy")
+SECTIONS = ("data", "synth", "validate", "features", "train", "train_stage1", "train_stage2", "gate", "package",
+            "deploy")
 # Secret keys -> environment variables of the steps that read the DVC S3 remote (or the champion's metrics).
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
                   "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}
@@ -57,16 +59,21 @@ def _with_s3(task: dsl.PipelineTask, cluster: ClusterConfig) -> dsl.PipelineTask
     return task
 
 
-def pipeline_defaults(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The params.yaml sections the pipeline takes as parameters; KeyError naming a missing section."""
-    missing = [s for s in SECTIONS if not isinstance(params.get(s), dict)]
-    if missing:
-        raise KeyError(f"params.yaml lacks the section(s) {', '.join(missing)}")
-    return {s: copy.deepcopy(params[s]) for s in SECTIONS}
+def _plain(value: Any) -> Any:
+    """A section's values as protobuf Struct types: tuples as lists, unset (None) keys left out (parsing
+    the section gives them back as None)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def build_pipeline(params: dict[str, Any], cluster: ClusterConfig | None = None):
-    """The KFP pipeline with parameter defaults taken from `params` (a loaded params.yaml).
+def pipeline_defaults(params: Params) -> dict[str, dict[str, Any]]:
+    """The params.yaml sections the pipeline takes as parameters, as plain dicts."""
+    return {s: _plain(dataclasses.asdict(getattr(params, s))) for s in SECTIONS}
+
+
+def build_pipeline(params: Params, cluster: ClusterConfig | None = None):
+    """The KFP pipeline with parameter defaults taken from `params` (the typed params.yaml).
 
     Returns the `@dsl.pipeline` function; compile it with kfp's Compiler or call it under kfp.local.
     Its single output is the gate's decision (JSON artifact).
@@ -87,7 +94,8 @@ def build_pipeline(params: dict[str, Any], cluster: ClusterConfig | None = None)
                      dry_run_deploy: bool = False,
                      data: dict = defaults["data"], synth: dict = defaults["synth"],
                      validate: dict = defaults["validate"], features: dict = defaults["features"],
-                     train: dict = defaults["train"], gate: dict = defaults["gate"],
+                     train: dict = defaults["train"], train_stage1: dict = defaults["train_stage1"],
+                     train_stage2: dict = defaults["train_stage2"], gate: dict = defaults["gate"],
                      package: dict = defaults["package"], deploy: dict = defaults["deploy"]) -> dsl.Artifact:
         fetched = _with_s3(_on_cpu(fetch_op(source=source, repo_url=repo_url, repo_rev=repo_rev, data=data,
                                             synth=synth), cluster), cluster).set_display_name("fetch data")
@@ -96,12 +104,13 @@ def build_pipeline(params: dict[str, Any], cluster: ClusterConfig | None = None)
         feats = _on_cpu(features_op(dataset=dataset, features=features), cluster).set_display_name("features")
         feats.after(checked)  # only data that passed validation goes on
         feature_set = feats.outputs["feature_set"]
-        stage1 = _on_gpu(train1_op(dataset=dataset, feature_set=feature_set, train=train), cluster)
+        stage1 = _on_gpu(train1_op(dataset=dataset, feature_set=feature_set, train=train,
+                                   train_stage1=train_stage1), cluster)
         stage1.set_display_name("train stage 1")
         masks = _on_cpu(masks_op(dataset=dataset, feature_set=feature_set, stage1=stage1.outputs["model"]), cluster)
         masks.set_display_name("stage-1 masks")
         stage2 = _on_gpu(train2_op(dataset=dataset, feature_set=feature_set, priors=masks.outputs["priors"],
-                                   stage1=stage1.outputs["model"], train=train), cluster)
+                                   stage1=stage1.outputs["model"], train=train, train_stage2=train_stage2), cluster)
         stage2.set_display_name("train stage 2")
         evaluated = _on_cpu(evaluate_op(dataset=dataset, feature_set=feature_set, stage1=stage1.outputs["model"],
                                         stage2=stage2.outputs["model"], priors=masks.outputs["priors"]), cluster)
@@ -145,7 +154,7 @@ def _stable_header(text: str) -> str:
     return "\n".join(lines)
 
 
-def compile_pipeline(params: dict[str, Any], out: Path, cluster: ClusterConfig | None = None) -> Path:
+def compile_pipeline(params: Params, out: Path, cluster: ClusterConfig | None = None) -> Path:
     """Compile the pipeline for `params` and `cluster` to the YAML file `out` (the same bytes for the same
     inputs); returns `out`."""
     from kfp import compiler

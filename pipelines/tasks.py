@@ -36,12 +36,12 @@ def compute_features(dataset: Input[Dataset], features: dict, feature_set: Outpu
     record_metrics(summary, features_step(dataset.path, feature_set.path, features))
 
 
-def train_stage1(dataset: Input[Dataset], feature_set: Input[Dataset], train: dict, model: Output[Model],
-                 summary: Output[Metrics]):
+def train_stage1(dataset: Input[Dataset], feature_set: Input[Dataset], train: dict, train_stage1: dict,
+                 model: Output[Model], summary: Output[Metrics]):
     """Stage 1: class-agnostic localisation on every subset (run folder with best.pt and curves)."""
     from components.pipeline.steps import record_metrics, train_step
 
-    result = train_step(1, dataset.path, feature_set.path, model.path, train)
+    result = train_step(1, dataset.path, feature_set.path, model.path, train, train_stage1)
     model.metadata.update({"framework": "pytorch", "stage": 1, "preset": result["preset"],
                            "input_size": result["input_size"], "best_val_miou": result["best_val_miou"]})
     record_metrics(summary, result, payload=result)
@@ -56,13 +56,14 @@ def predict_masks(dataset: Input[Dataset], feature_set: Input[Dataset], stage1: 
 
 
 def train_stage2(dataset: Input[Dataset], feature_set: Input[Dataset], priors: Input[Dataset],
-                 stage1: Input[Model], train: dict, model: Output[Model], summary: Output[Metrics]):
+                 stage1: Input[Model], train: dict, train_stage2: dict, model: Output[Model],
+                 summary: Output[Metrics]):
     """Stage 2: the 71 AVSS classes with the stage-1 prior, starting from the stage-1 weights."""
     import os
 
     from components.pipeline.steps import record_metrics, train_step
 
-    result = train_step(2, dataset.path, feature_set.path, model.path, train, priors=priors.path,
+    result = train_step(2, dataset.path, feature_set.path, model.path, train, train_stage2, priors=priors.path,
                         init=os.path.join(stage1.path, "best.pt"))
     model.metadata.update({"framework": "pytorch", "stage": 2, "preset": result["preset"],
                            "input_size": result["input_size"], "best_val_miou": result["best_val_miou"]})

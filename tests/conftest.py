@@ -57,9 +57,12 @@ def one_thread() -> Iterator[None]:
 TRAIN_PARAMS = {
     # stage 1 trains long enough (the demo's loss) to mark some pixels and not others, so that tests of
     # serving and prediction compare a real segmentation; stage 2 only needs to run
-    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "lr": 1e-3, "clip_grad": 1.0,
-              "checkpoint_every": 50, "val_every": 50, "seed": 0, "model": {"semantic_weight": 5},
-              "stage1": {"steps": 40}, "stage2": {"steps": 2}},
+    # whole clips, no augmentation, backbone at 0.1 x lr, no audio pretraining
+    "train": {"preset": "tiny", "input_size": 64, "batch_clips": 2, "frames": 0, "lr": 1e-3, "clip_grad": 1.0,
+              "backbone_lr_mult": 0.1, "flip": False, "max_zoom": 1.0, "checkpoint_every": 50, "val_every": 50,
+              "seed": 0, "model": {"semantic_weight": 5}},
+    "train_stage1": {"steps": 40, "audio_pretrain_steps": 0},
+    "train_stage2": {"steps": 2, "prior_truth": 1.0},
     "features": {"mask_source": "regions", "maskige_size": 64},
     "package": {"model_name": "avs", "batch_size": 4, "max_batch_delay_ms": 300, "max_seconds": 6,
                 "max_payload_mb": 0.5, "warmup_seconds": 2, "warmup_size": 64, "threads": 1},

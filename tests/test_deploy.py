@@ -29,6 +29,7 @@ from components.deploy.manifests import (
     validate,
 )
 from components.deploy.run import run_deploy, settings_from_params
+from components.params import load_params
 
 VARIANTS = {
     "base": DeploySettings(),
@@ -305,11 +306,12 @@ def test_deploy_refuses_a_failed_gate_and_renders_valid_yaml(tmp_path: Path, cap
     assert find(objects, "Deployment", "avs-serving")["spec"]["replicas"] == 2
     summary = run_deploy(DeploySettings(), api=FakeCluster([DONE]))
     assert summary["ready"] == 1 and "Deployment/avs-serving" in summary["applied"]
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    settings = settings_from_params(params["deploy"], params["package"], replicas=3)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    settings = settings_from_params(params.deploy, params.package, replicas=3)
     assert settings.replicas == 3 and settings.model_uri is None and settings.max_payload_mb == 50
-    with pytest.raises(StepError, match="unknown parameter"):
-        settings_from_params({"replica": 2})
+    assert settings.claim is None  # "" in params.yaml: the base's claim
+    with pytest.raises(StepError, match=r"deploy\.replica: unknown parameter"):
+        load_params(None, ["deploy.replica=2"])
 
 
 def test_upload_to_s3_and_the_init_step_download(tmp_path: Path, monkeypatch) -> None:

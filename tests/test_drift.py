@@ -29,16 +29,17 @@ from components.drift.descriptors import (
     video_descriptors,
 )
 from components.drift.live import append_jsonl, log_request
-from components.drift.report import DriftSettings, decide
+from components.drift.report import decide
 from components.drift.run import build_reference
 from components.drift.sources import read_source
 from components.drift.table import META_COLUMNS, TABLE_META, DescriptorTable, read_table
+from components.params import DriftParams
 from components.synth.generate import SIZES, SynthClip, generate, resolve_config, write_clip
 from components.synth.scenes import render_scene
 
 # evidently's imports raise deprecation warnings from its web-UI dependencies; they are not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-SETTINGS = DriftSettings(alpha=0.01, min_clips=5)
+SETTINGS = DriftParams(alpha=0.01, min_clips=5)
 LAYOUT_COLUMNS = {"video_width", "video_height", "video_fps", "video_duration_s"}
 
 

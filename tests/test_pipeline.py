@@ -5,6 +5,7 @@ outcomes: the guarded steps run when the gate passes and are skipped when it fai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,8 +20,8 @@ import yaml
 
 from components.cli import main
 from components.common import StepError
+from components.params import Params, apply_overrides, load_params
 from components.pipeline.kfp_ops import compiled_diff, run_arguments, submit
-from components.pipeline.params import apply_overrides, load_params
 from components.pipeline.steps import flatten_metrics, from_struct
 from tests.conftest import moto_s3_server
 
@@ -32,7 +33,7 @@ GUARDED_TASKS = ["deploy", "package", "promote"]
 
 
 @pytest.fixture(scope="module")
-def params() -> dict[str, Any]:
+def params() -> Params:
     return load_params(REPO / "params.yaml")
 
 
@@ -42,7 +43,7 @@ def compiled() -> dict[str, Any]:
     return {"spec": docs[0], "platform": docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]}
 
 
-def test_committed_yaml_matches_a_fresh_compile(params: dict[str, Any]) -> None:
+def test_committed_yaml_matches_a_fresh_compile(params: Params) -> None:
     assert compiled_diff(params, COMPILED) == "", "run `avs pipeline compile` and commit pipelines/avs_pipeline.yaml"
 
 
@@ -57,15 +58,18 @@ def test_compile_check_fails_when_the_yaml_is_stale(tmp_path: Path, capsys: pyte
     assert main(["pipeline", "compile", "--check", "--out", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_parameters_mirror_params_yaml(compiled: dict[str, Any], params: dict[str, Any]) -> None:
+def test_parameters_mirror_params_yaml(compiled: dict[str, Any]) -> None:
     inputs = compiled["spec"]["root"]["inputDefinitions"]["parameters"]
-    for section in ("data", "synth", "validate", "features", "train", "gate", "package", "deploy"):
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = ("data", "synth", "validate", "features", "train", "train_stage1", "train_stage2", "gate", "package",
+                "deploy")
+    for section in sections:
         assert inputs[section]["parameterType"] == "STRUCT"
-        assert inputs[section]["defaultValue"] == params[section], section
+        # the file's values, unset (null) keys left out
+        assert inputs[section]["defaultValue"] == {k: v for k, v in written[section].items() if v is not None}, section
     assert inputs["source"]["defaultValue"] == "dvc"
     assert inputs["dry_run_deploy"]["defaultValue"] is False
-    assert set(inputs) == {"data", "synth", "validate", "features", "train", "gate", "package", "deploy", "source",
-                           "repo_url", "repo_rev", "champion_metrics", "dry_run_deploy"}
+    assert set(inputs) == {*sections, "source", "repo_url", "repo_rev", "champion_metrics", "dry_run_deploy"}
 
 
 def test_gpu_steps_secret_and_typed_artifacts(compiled: dict[str, Any]) -> None:
@@ -109,10 +113,10 @@ def test_deploy_steps_are_guarded_by_the_gate(compiled: dict[str, Any]) -> None:
 
 
 def test_overrides_and_struct_numbers() -> None:
-    params = {"train": {"lr": 0.001, "stage1": {"steps": 300}}, "gate": {"minimums": {"s4.test.miou": 0.5}}}
-    out = apply_overrides(params, ["train.lr=0.0005", "train.stage1.steps=2", "gate.minimums={s4.test.miou: 0.9}",
+    params = {"train": {"lr": 0.001, "model": {"queries": "ntavs"}}, "gate": {"minimums": {"s4.test.miou": 0.5}}}
+    out = apply_overrides(params, ["train.lr=0.0005", "train.model.queries=aavs", "gate.minimums={s4.test.miou: 0.9}",
                                    "synth.size=tiny"])
-    assert out == {"train": {"lr": 0.0005, "stage1": {"steps": 2}}, "gate": {"minimums": {"s4.test.miou": 0.9}},
+    assert out == {"train": {"lr": 0.0005, "model": {"queries": "aavs"}}, "gate": {"minimums": {"s4.test.miou": 0.9}},
                    "synth": {"size": "tiny"}}
     assert params["train"]["lr"] == 0.001  # the input is not modified
     for bad in ("train.lr", "=3", "train..lr=1", "train.lr.x=1", "train.lr=[1"):
@@ -139,9 +143,9 @@ class _FakeClient:
         return type("Result", (), {"run_id": "run-123"})()
 
 
-def test_submit_sends_the_compiled_pipeline_and_every_section(params: dict[str, Any]) -> None:
+def test_submit_sends_the_compiled_pipeline_and_every_section(params: Params) -> None:
     _FakeClient.calls.clear()
-    overridden = apply_overrides(params, ["train.lr=0.0005"])
+    overridden = load_params(REPO / "params.yaml", ["train.lr=0.0005"])
     result = submit(overridden, "http://kfp.example:8080/", experiment="avs", run_name="nightly", source="dvc",
                     repo_url="https://git.example/avs.git", repo_rev="abc123", namespace="team",
                     service_account="avs-pipeline", token="t0k", client_factory=_FakeClient)
@@ -151,7 +155,9 @@ def test_submit_sends_the_compiled_pipeline_and_every_section(params: dict[str, 
     assert call["service_account"] == "avs-pipeline" and call["namespace"] == "team"
     assert call["client"] == {"host": "http://kfp.example:8080/", "namespace": "team", "existing_token": "t0k"}
     args = call["arguments"]
-    assert args["train"]["lr"] == 0.0005 and args["gate"] == params["gate"] and args["repo_rev"] == "abc123"
+    assert args["train"]["lr"] == 0.0005 and args["repo_rev"] == "abc123"
+    assert args["gate"] == {"minimums": params.gate.minimums, "margin": params.gate.margin}
+    assert args["train_stage1"] == dataclasses.asdict(params.train_stage1)
     with pytest.raises(StepError, match="repo-url"):
         run_arguments(params, "dvc", "", "main", "")
 

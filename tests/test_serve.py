@@ -12,6 +12,7 @@ import torch
 
 from components.common import free_ports
 from components.media import MediaError, decode_audio, decode_images, decode_video, encode_video
+from components.params import parse_section
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py
 
@@ -198,8 +199,7 @@ def test_package_records_why_when_the_gate_failed(tmp_path) -> None:
     gate.write_text(json.dumps({"passed": False, "reasons": ["s4.test.miou = 0.3 is below the minimum 0.5"]}))
     out = tmp_path / "serving"
     (out / "old").mkdir(parents=True)  # a previous output is replaced, not merged
-    assert main(["package", "--stage1", str(tmp_path / "none.pt"), "--gate", str(gate), "--out", str(out),
-                 "--params", str(tmp_path / "absent.yaml")]) == 0
+    assert main(["package", "--stage1", str(tmp_path / "none.pt"), "--gate", str(gate), "--out", str(out)]) == 0
     record = json.loads((out / "package.json").read_text())
     assert record["packaged"] is False and "s4.test.miou" in record["reasons"][0]
     assert sorted(p.name for p in out.iterdir()) == ["package.json"]
@@ -218,7 +218,8 @@ def archive(models: dict) -> dict:
     gate.write_text(json.dumps({"passed": True, "reasons": ["every gate metric meets its threshold"]}))
     out = models["root"] / "serving"
     settings = models["settings"]
-    record = package(models["stage1"], models["stage2"], out, gate, settings["package"], settings["features"])
+    record = package(models["stage1"], models["stage2"], out, gate, parse_section("package", settings["package"]),
+                     parse_section("features", settings["features"]))
     assert record["packaged"] and (out / "avs.mar").is_file() and not verify_archive(out / "avs.mar")
     return {"dir": out, "record": record}
 

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from components.common import StepError
+from components.params import DeployParams, PackageParams
 from components.serve.server import ServerSettings, render_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,22 +45,22 @@ class DeploySettings:
     the volume source.
     """
 
-    namespace: str = "avs-serving"
+    namespace: str = DeployParams.namespace
     image: str | None = None
     replicas: int | None = None
-    gpus: int = 1
+    gpus: int = DeployParams.gpus
     node_selector: dict[str, str] | None = None
-    model_name: str = "avs"
+    model_name: str = PackageParams.model_name
     model_uri: str | None = None
     model_sha256: str | None = None
-    s3_secret: str | None = "avs-s3-credentials"
+    s3_secret: str | None = DeployParams.s3_secret
     s3_endpoint: str | None = None
     claim: str | None = None
-    token_auth: bool = True
-    token_expiration_min: int = 1440
-    max_seconds: float = 20.0
-    max_payload_mb: float = 50.0
-    create_namespace: bool = False
+    token_auth: bool = DeployParams.token_auth
+    token_expiration_min: int = DeployParams.token_expiration_min
+    max_seconds: float = PackageParams.max_seconds
+    max_payload_mb: float = PackageParams.max_payload_mb
+    create_namespace: bool = DeployParams.create_namespace
     labels: dict[str, str] = field(default_factory=dict)
 
 

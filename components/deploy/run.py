@@ -12,25 +12,15 @@ from urllib.parse import urlparse
 from components.common import StepError
 from components.deploy.apply import DeployError, KubeApi, connect, deploy
 from components.deploy.manifests import BASE, DeploySettings, render, to_yaml, validate
-
-DEPLOY_PARAMS = ("namespace", "image", "replicas", "gpus", "model_uri", "s3_secret", "s3_endpoint", "claim",
-                 "token_auth", "token_expiration_min", "create_namespace")
+from components.params import DeployParams, PackageParams
 
 
-def settings_from_params(deploy: dict[str, Any], package: dict[str, Any] | None = None,
-                         **overrides: Any) -> DeploySettings:
-    """DeploySettings from the `deploy` and `package` parameter sections plus non-None overrides
-    ("" in params means unset)."""
-    values: dict[str, Any] = {}
-    unknown = sorted(set(deploy) - set(DEPLOY_PARAMS) - {"timeout_s"})
-    if unknown:
-        raise StepError(f"deploy: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEPLOY_PARAMS)}")
-    for key in DEPLOY_PARAMS:
-        if key in deploy and deploy[key] not in ("", None):
-            values[key] = deploy[key]
-    for key in ("model_name", "max_seconds", "max_payload_mb"):
-        if package and key in package:
-            values[key] = package[key]
+def settings_from_params(deploy: DeployParams, package: PackageParams, **overrides: Any) -> DeploySettings:
+    """DeploySettings from the `deploy` and `package` parameter sections ("" means unset: the base's value)
+    plus the `overrides` that are not None."""
+    values: dict[str, Any] = {k: v for k, v in asdict(deploy).items() if k != "timeout_s" and v != ""}
+    values.update(model_name=package.model_name, max_seconds=package.max_seconds,
+                  max_payload_mb=package.max_payload_mb)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return DeploySettings(**values)
 

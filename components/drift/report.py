@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import warnings
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 from components.common import StepError, atomic_dir, write_json_atomic
 from components.drift.descriptors import DESCRIPTOR_COLUMNS, DESCRIPTOR_VERSION, PREDICTION_COLUMNS, SHARE_COLUMNS
 from components.drift.table import DescriptorTable, write_table
+from components.params import DriftParams
 
 REPORT_HTML = "report.html"
 SUMMARY_JSON = "summary.json"
@@ -37,44 +37,16 @@ EVIDENTLY_JSON = "evidently.json"
 VERDICT_NAMES = 12  # drifted columns named in the one-line verdict (all of them are in summary.json)
 
 
-@dataclass(frozen=True)
-class DriftSettings:
-    """The drift rule's knobs (the `drift` section of params.yaml).
-
-    alpha: family-wise false-alarm rate; a column drifts when its KS p-value <= alpha / columns tested.
-    min_clips: fewest current clips a report is made for (below it the tests have no power).
-    ignore_columns: descriptor columns never tested (e.g. video_fps when the reference has no frame rate).
-    """
-
-    alpha: float = 0.01
-    min_clips: int = 10
-    ignore_columns: tuple[str, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> DriftSettings:
-        """Settings from the `drift` mapping of params.yaml (missing keys keep their defaults)."""
-        try:
-            s = cls(alpha=float(params.get("alpha", cls.alpha)), min_clips=int(params.get("min_clips", cls.min_clips)),
-                    ignore_columns=tuple(params.get("ignore_columns") or ()))
-        except (TypeError, ValueError) as exc:
-            raise StepError(f"drift parameters: {exc}") from exc
-        if not 0.0 < s.alpha < 1.0:
-            raise StepError(f"drift.alpha must be in (0, 1), got {s.alpha}")
-        if s.min_clips < 2:
-            raise StepError(f"drift.min_clips must be at least 2, got {s.min_clips}")
-        unknown = sorted(set(s.ignore_columns) - set(DESCRIPTOR_COLUMNS))
-        if unknown:
-            raise StepError(f"drift.ignore_columns: unknown column(s) {', '.join(unknown)}")
-        return s
-
-
 def plan_columns(reference: pd.DataFrame, current: pd.DataFrame,
-                 settings: DriftSettings) -> tuple[list[str], dict[str, str]]:
+                 settings: DriftParams) -> tuple[list[str], dict[str, str]]:
     """Which descriptor columns to test, and why each other one is not.
 
     reference, current: descriptor DataFrames. Returns (tested columns in DESCRIPTOR_COLUMNS order,
     {column: reason it is left out}).
     """
+    unknown = sorted(set(settings.ignore_columns) - set(DESCRIPTOR_COLUMNS))
+    if unknown:
+        raise StepError(f"drift.ignore_columns: unknown column(s) {', '.join(unknown)}")
     tested, left_out = [], {}
     never_predicted = []
     for col in DESCRIPTOR_COLUMNS:
@@ -144,7 +116,7 @@ def verdict_line(summary: dict[str, Any]) -> str:
     return f"drift: DRIFT in {n} of {m} columns: {named} ({base})"
 
 
-def decide(reference: DescriptorTable, current: DescriptorTable, settings: DriftSettings) -> dict[str, Any]:
+def decide(reference: DescriptorTable, current: DescriptorTable, settings: DriftParams) -> dict[str, Any]:
     """Run the drift tests of `current` against `reference` and apply the drift rule.
 
     The KS p-values are scipy's `ks_2samp`, the very call evidently's "ks" test makes, so the report that

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from components.common import StepError, atomic_dir
-from components.drift.report import DriftSettings, decide, write_report
+from components.drift.report import decide, write_report
 from components.drift.sources import Predictor, read_source
 from components.drift.table import DescriptorTable, read_table, write_table
+from components.params import DriftParams
 
 
 def build_reference(data: Path, out: Path, split: str | None = "train", predictor: Predictor | None = None,
@@ -30,7 +31,7 @@ def build_reference(data: Path, out: Path, split: str | None = "train", predicto
     return table
 
 
-def run_drift(reference: Path, current: Path, out: Path, settings: DriftSettings,
+def run_drift(reference: Path, current: Path, out: Path, settings: DriftParams,
               predictor: Predictor | None = None, model_info: dict[str, Any] | None = None, split: str | None = None,
               last: int | None = None, strict: bool = False, max_seconds: float | None = 60.0) -> dict[str, Any]:
     """Compare the clips at `current` with the reference folder `reference`; write the report folder `out`.

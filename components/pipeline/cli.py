@@ -17,10 +17,10 @@ def _cluster(args: argparse.Namespace):
                           gpu_node_label=args.gpu_node_label, gpu_taint=args.gpu_taint, s3_secret=args.s3_secret)
 
 
-def _params(args: argparse.Namespace) -> dict:
-    from components.pipeline.params import apply_overrides, load_params
+def _params(args: argparse.Namespace):
+    from components.params import load_params
 
-    return apply_overrides(load_params(args.params), args.set)
+    return load_params(args.params, args.set)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -42,9 +42,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_run_local(args: argparse.Namespace) -> int:
     from components.pipeline.local import local_params, run_local
-    from components.pipeline.params import load_params
 
-    params = local_params(load_params(args.params), args.set)
+    params = local_params(args.params, args.set)
     summary = run_local(params, args.workdir, champion_metrics=args.champion_metrics, cache=not args.no_cache)
     print(f"\nrun-local: {summary['status']}; run folder {summary['run_dir']}")
     print(f"  executed: {', '.join(summary['executed']) or '-'}")
@@ -80,14 +79,16 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch_data(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from components.params import load_params
     from components.pipeline.data import dvc_get, fetch_dataset, s3_remote_config
-    from components.pipeline.params import load_params
 
     if args.source == "dvc":  # a folder or a single file (e.g. params.yaml)
         dvc_get(args.repo_url, args.path, args.out, rev=args.repo_rev or None, remote_config=s3_remote_config())
         print(f"fetch-data: {args.path} of {args.repo_url}{'@' + args.repo_rev if args.repo_rev else ''} -> {args.out}")
         return 0
-    info = fetch_dataset(args.out, "synth", synth=load_params(args.params).get("synth", {}))
+    info = fetch_dataset(args.out, "synth", synth=asdict(load_params(args.params).synth))
     print(f"fetch-data: {json.dumps(info)} -> {args.out}")
     return 0
 

@@ -62,20 +62,15 @@ def dvc_get(repo: str, path: str, out: Path, rev: str | None = None,
 def synthesize(out: Path, synth: dict[str, Any]) -> dict[str, int]:
     """Write the synthetic AVSBench described by a `synth` section of params.yaml to `out`.
 
-    Keys: size (tiny|demo|large), seed, and any difficulty knob of `SynthConfig` (image_size,
-    min_distractors, max_sources, noise_level, ...). Returns clip counts per part.
+    Keys: size (tiny|demo|large), seed, and the difficulty knobs (components.params.SynthParams). Returns
+    clip counts per part.
     """
-    from components.pipeline.steps import from_struct
+    from components.pipeline.steps import section
     from components.synth.generate import generate, resolve_config
 
-    knobs = from_struct(dict(synth))
-    size = str(knobs.pop("size", "tiny"))
-    seed = int(knobs.pop("seed", 0))
-    try:
-        cfg = resolve_config(size, **knobs)
-    except (TypeError, ValueError) as exc:  # an unknown knob, or a value SynthConfig.check refuses
-        raise StepError(f"fetch-data: bad synth parameters {synth} ({exc})") from exc
-    return generate(Path(out), cfg, seed=seed, overwrite=True)
+    settings = section("synth", synth)
+    cfg = resolve_config(settings.size, **settings.knobs())
+    return generate(Path(out), cfg, seed=settings.seed, overwrite=True)
 
 
 def fetch_dataset(out: Path, source: str, *, repo: str = "", rev: str = "", path: str = "",

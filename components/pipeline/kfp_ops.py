@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import StepError
+from components.params import Params
 
 
 def cluster_config(**settings: Any):
@@ -24,17 +25,14 @@ def cluster_config(**settings: Any):
     return cluster
 
 
-def compile_to(params: dict[str, Any], out: Path, cluster: Any = None) -> Path:
-    """Compile the pipeline with `params` as parameter defaults to `out`; StepError for bad params."""
+def compile_to(params: Params, out: Path, cluster: Any = None) -> Path:
+    """Compile the pipeline with `params` as parameter defaults to `out`."""
     from pipelines.avs_pipeline import compile_pipeline
 
-    try:
-        return compile_pipeline(params, Path(out), cluster)
-    except KeyError as exc:
-        raise StepError(f"pipeline compile: {exc.args[0]}") from exc
+    return compile_pipeline(params, Path(out), cluster)
 
 
-def compiled_diff(params: dict[str, Any], committed: Path, cluster: Any = None) -> str:
+def compiled_diff(params: Params, committed: Path, cluster: Any = None) -> str:
     """A unified diff between the committed YAML and a fresh compile ("" when identical)."""
     committed = Path(committed)
     if not committed.is_file():
@@ -61,22 +59,19 @@ def git_defaults() -> tuple[str, str]:
     return _git("remote", "get-url", "origin"), _git("rev-parse", "HEAD")
 
 
-def run_arguments(params: dict[str, Any], source: str, repo_url: str, repo_rev: str,
+def run_arguments(params: Params, source: str, repo_url: str, repo_rev: str,
                   champion_metrics: str) -> dict[str, Any]:
     """The run's parameter values: every params.yaml section the pipeline takes, plus the run settings."""
     from pipelines.avs_pipeline import pipeline_defaults
 
-    try:
-        sections = pipeline_defaults(params)
-    except KeyError as exc:
-        raise StepError(f"pipeline submit: {exc.args[0]}") from exc
+    sections = pipeline_defaults(params)
     if source == "dvc" and not repo_url:
         raise StepError("pipeline submit: --repo-url is required with --source dvc (no git remote 'origin' here)")
     return {"source": source, "repo_url": repo_url, "repo_rev": repo_rev, "champion_metrics": champion_metrics,
             "dry_run_deploy": False, **sections}
 
 
-def submit(params: dict[str, Any], host: str, *, experiment: str, run_name: str, source: str, repo_url: str,
+def submit(params: Params, host: str, *, experiment: str, run_name: str, source: str, repo_url: str,
            repo_rev: str, champion_metrics: str = "", namespace: str | None = None, service_account: str | None = None,
            cluster: Any = None, token: str | None = None, client_factory: Callable[..., Any] | None = None
            ) -> dict[str, str]:

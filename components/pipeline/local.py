@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import StepError, write_json_atomic
-from components.pipeline.params import apply_overrides
+from components.params import Params, load_params
 
 # Small enough for a laptop or CI: the tiny synthetic AVSBench, 32 px inputs, a few training steps.
 LOCAL_OVERRIDES: tuple[str, ...] = (
@@ -25,8 +25,9 @@ LOCAL_OVERRIDES: tuple[str, ...] = (
     "train.batch_clips=2",
     "train.checkpoint_every=1000",
     "train.val_every=1000",
-    "train.stage1={steps: 2}",
-    "train.stage2={steps: 1}",
+    "train_stage1.steps=2",
+    "train_stage1.audio_pretrain_steps=0",
+    "train_stage2.steps=1",
 )
 
 def pipeline_tasks(pipeline: Any) -> tuple[list[str], list[str]]:
@@ -46,9 +47,10 @@ def pipeline_tasks(pipeline: Any) -> tuple[list[str], list[str]]:
     return sorted(main), sorted(guarded)
 
 
-def local_params(params: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """params.yaml with the local-run defaults (LOCAL_OVERRIDES), then the user's `overrides`, applied."""
-    return apply_overrides(params, [*LOCAL_OVERRIDES, *overrides])
+def local_params(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """The parameters file `path` with the local-run defaults (LOCAL_OVERRIDES), then the user's
+    `overrides`, applied (ParamsError names a bad key)."""
+    return load_params(path, [*LOCAL_OVERRIDES, *overrides])
 
 
 def _plain(text: str) -> str:
@@ -56,7 +58,7 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def run_local(params: dict[str, Any], workdir: Path, champion_metrics: str = "", cache: bool = True,
+def run_local(params: Params, workdir: Path, champion_metrics: str = "", cache: bool = True,
               source: str = "synth") -> dict[str, Any]:
     """Run the pipeline with kfp.local under `workdir`; returns (and writes to workdir/run-local.json) a
     summary: status, run folder, tasks executed / taken from the cache / skipped by the gate, the gate's
@@ -67,7 +69,7 @@ def run_local(params: dict[str, Any], workdir: Path, champion_metrics: str = "",
     """
     from kfp import local
 
-    from pipelines.avs_pipeline import SECTIONS, build_pipeline
+    from pipelines.avs_pipeline import build_pipeline, pipeline_defaults
 
     workdir = Path(workdir).resolve()
     runs = workdir / "runs"
@@ -76,7 +78,7 @@ def run_local(params: dict[str, Any], workdir: Path, champion_metrics: str = "",
     before = {p.name for p in runs.iterdir()}
     try:
         pipeline = build_pipeline(params)
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         raise StepError(f"run-local: {exc}") from exc
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(runs),
                workspace_root=str(workdir / "workspace"), raise_on_error=True, enable_caching=cache,
@@ -89,7 +91,7 @@ def run_local(params: dict[str, Any], workdir: Path, champion_metrics: str = "",
         try:
             # no cluster here: the deploy step writes the validated TorchServe objects instead of applying them
             result = pipeline(source=source, champion_metrics=champion_metrics, dry_run_deploy=True,
-                              **{s: params[s] for s in SECTIONS})
+                              **pipeline_defaults(params))
             decision = json.loads(Path(result.output.path).read_text())
         except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             error = _plain(str(exc))

@@ -36,6 +36,13 @@ def from_struct(value: Any) -> Any:
     return value
 
 
+def section(name: str, value: Any) -> Any:
+    """The typed params.yaml section `name` from a KFP dict parameter (ParamsError names a bad key)."""
+    from components.params import parse_section
+
+    return parse_section(name, from_struct(dict(value or {})))
+
+
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested metrics dict as {"a.b.c": value} (booleans as 0/1, NaN dropped)."""
     flat: dict[str, float] = {}
@@ -56,13 +63,8 @@ def validate_step(data: Path, report: Path, data_docs_html: Path, validate: dict
     counts. Raises StepError listing the failures when any check fails, which stops the pipeline.
     """
     from components.validate.run import validate_dataset
-    from components.validate.suite import Thresholds
 
-    try:
-        thresholds = Thresholds(**from_struct(validate))
-    except TypeError as exc:
-        raise StepError(f"validate: bad parameters {validate} ({exc})") from exc
-    summary = validate_dataset(Path(data), Path(report), thresholds)
+    summary = validate_dataset(Path(data), Path(report), section("validate", validate))
     pages = sorted((Path(report) / "data_docs" / "validations").rglob("*.html"))
     Path(data_docs_html).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(pages[-1] if pages else Path(report) / "data_docs" / "index.html", data_docs_html)
@@ -80,36 +82,28 @@ def features_step(data: Path, out: Path, features: dict[str, Any]) -> dict[str, 
     from components.features.proposals import make_proposer
     from components.features.step import compute_features
 
-    features = from_struct(features)
-    known = {"mask_source", "sam_checkpoint", "sam_model_type", "maskige_size", "batch_size"}
-    unknown = sorted(set(features) - known)
-    if unknown:
-        raise StepError(f"features: unknown parameter(s) {', '.join(unknown)}")
-    checkpoint = features.get("sam_checkpoint") or None
-    proposer = make_proposer(features.get("mask_source", "regions"), Path(checkpoint) if checkpoint else None,
-                             features.get("sam_model_type", "vit_b"))
-    summary = compute_features(Path(data), Path(out), proposer, int(features.get("maskige_size", 224)),
-                               int(features.get("batch_size", 32)))
+    settings = section("features", features)
+    checkpoint = Path(settings.sam_checkpoint) if settings.sam_checkpoint else None
+    proposer = make_proposer(settings.mask_source, checkpoint, settings.sam_model_type)
+    summary = compute_features(Path(data), Path(out), proposer, settings.maskige_size, settings.batch_size)
     return flatten_metrics({k: v for k, v in summary.items() if k != "mask_source"})
 
 
-def train_step(stage: int, data: Path, features: Path, out: Path, train: dict[str, Any],
+def train_step(stage: int, data: Path, features: Path, out: Path, train: dict[str, Any], train_stage: dict[str, Any],
                priors: Path | None = None, init: Path | None = None) -> dict[str, Any]:
-    """Train stage `stage` with the `train` section of params.yaml (the per-stage `stage1`/`stage2` keys
-    included) into the run folder `out`: best.pt, curve.json, summary.json.
+    """Train stage `stage` with the `train` and `train_stage{stage}` sections of params.yaml into the run
+    folder `out`: best.pt, curve.json, summary.json.
 
     The resumable checkpoint.pt is removed at the end (a finished run never resumes, and it holds the
     optimiser state, several times the size of the weights). Returns the training summary.
     """
-    import yaml
-
-    from components.train.loop import load_train_config
+    from components.params import Params
     from components.train.loop import train as run_training
+    from components.train.loop import train_config
 
-    with tempfile.TemporaryDirectory(prefix="avs-params-") as tmp:
-        params = Path(tmp) / "params.yaml"
-        params.write_text(yaml.safe_dump({"train": from_struct(dict(train))}))
-        cfg = load_train_config(params, stage)
+    name = f"train_stage{stage}"
+    params = Params(train=section("train", train), **{name: section(name, train_stage)})
+    cfg = train_config(params, stage)
     summary = run_training(cfg, Path(data), Path(features), Path(out), priors, progress=False, init=init)
     (Path(out) / "checkpoint.pt").unlink(missing_ok=True)
     if not (Path(out) / "best.pt").is_file():
@@ -178,14 +172,10 @@ def gate_step(metrics_json: Path, gate: dict[str, Any], champion_uri: str, decis
     the champion's metrics. Writes the decision JSON to `decision_json` and returns it."""
     from components.evaluate.gate import gate as decide
 
-    gate = from_struct(gate)
-    unknown = sorted(set(gate) - {"minimums", "margin"})
-    if unknown:
-        raise StepError(f"gate: unknown parameter(s) {', '.join(unknown)}")
+    settings = section("gate", gate)
     with tempfile.TemporaryDirectory(prefix="avs-champion-") as tmp:
         champion = read_champion(champion_uri, Path(tmp) / "champion.json")
-        return decide(Path(metrics_json), dict(gate.get("minimums") or {}), float(gate.get("margin", 0.0)),
-                      champion, Path(decision_json))
+        return decide(Path(metrics_json), settings.minimums, settings.margin, champion, Path(decision_json))
 
 
 def package_step(stage1: Path, stage2: Path, decision_json: Path, out: Path, package: dict[str, Any],
@@ -196,7 +186,7 @@ def package_step(stage1: Path, stage2: Path, decision_json: Path, out: Path, pac
     from components.serve.package import package as build_archive
 
     record = build_archive(Path(stage1) / "best.pt", Path(stage2) / "best.pt", Path(out), Path(decision_json),
-                           from_struct(dict(package)), from_struct(dict(features)))
+                           section("package", package), section("features", features))
     if not record["packaged"]:
         raise StepError("package: not built - " + "; ".join(record["reasons"]))
     return {k: record[k] for k in ("model_name", "model_version", "mar", "bytes", "sha256")}
@@ -214,9 +204,9 @@ def deploy_step(archive: Path, decision_json: Path, deploy: dict[str, Any], pack
     """
     from components.deploy.run import run_deploy, settings_from_params
 
-    deploy = from_struct(dict(deploy))
-    timeout = float(deploy.pop("timeout_s", 1200))
-    settings = settings_from_params(deploy, from_struct(dict(package)))
+    deploy_params = section("deploy", deploy)
+    timeout = deploy_params.timeout_s
+    settings = settings_from_params(deploy_params, section("package", package))
     try:
         record = json.loads((Path(archive) / "package.json").read_text())
     except (OSError, ValueError) as exc:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from components.media import MediaError, decode_audio, decode_images, decode_video
+from components.params import PackageParams
 
 VIDEO_TYPES = ("video/mp4", "video/webm", "video/x-matroska", "video/matroska")
 ACCEPTED_TYPES = (*VIDEO_TYPES, "multipart/form-data", "application/json")
@@ -64,9 +65,9 @@ class Limits:
     AVS_SERVE_MAX_PAYLOAD_MB and AVS_SERVE_MASK_FORMAT in the server's environment.
     """
 
-    max_seconds: float = 20.0
-    max_payload_mb: float = 50.0
-    mask_format: str = "png"
+    max_seconds: float = PackageParams.max_seconds
+    max_payload_mb: float = PackageParams.max_payload_mb
+    mask_format: str = PackageParams.mask_format
 
     @property
     def max_payload_bytes(self) -> int:

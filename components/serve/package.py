@@ -24,15 +24,11 @@ from typing import Any
 import yaml
 
 from components.common import StepError, atomic_dir, write_json_atomic
+from components.params import FeaturesParams, PackageParams
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("components", "model", "cuda_ext")
 HANDLER = Path(__file__).with_name("handler.py")
-PACKAGE_DEFAULTS: dict[str, Any] = {
-    "model_name": "avs", "model_version": "1.0", "workers": 1, "batch_size": 4, "max_batch_delay_ms": 50,
-    "response_timeout_s": 120, "startup_timeout_s": 600, "max_seconds": 20, "max_payload_mb": 50,
-    "mask_format": "png", "threads": 0, "warmup_seconds": 5, "warmup_size": 224,
-}
 REQUIRED_ENTRIES = ("MAR-INF/MANIFEST.json", "handler.py", "avs-serve.json", "model-config.yaml", "stage1.pt",
                     "components/infer.py", "components/serve/api.py", "model/ntavs.py", "cuda_ext/ops.py")
 
@@ -71,14 +67,14 @@ def _copy_code(dest: Path) -> None:
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
 
 
-def model_config(settings: dict[str, Any]) -> dict[str, Any]:
+def model_config(settings: PackageParams) -> dict[str, Any]:
     """TorchServe's per-model config (model-config.yaml) from the package settings."""
     return {
-        "minWorkers": int(settings["workers"]), "maxWorkers": int(settings["workers"]),
-        "batchSize": int(settings["batch_size"]), "maxBatchDelay": int(settings["max_batch_delay_ms"]),
-        "responseTimeout": int(settings["response_timeout_s"]), "startupTimeout": int(settings["startup_timeout_s"]),
-        "handler": {"max_seconds": float(settings["max_seconds"]), "max_payload_mb": float(settings["max_payload_mb"]),
-                    "mask_format": settings["mask_format"], "threads": int(settings["threads"])},
+        "minWorkers": settings.workers, "maxWorkers": settings.workers,
+        "batchSize": settings.batch_size, "maxBatchDelay": settings.max_batch_delay_ms,
+        "responseTimeout": settings.response_timeout_s, "startupTimeout": settings.startup_timeout_s,
+        "handler": {"max_seconds": settings.max_seconds, "max_payload_mb": settings.max_payload_mb,
+                    "mask_format": settings.mask_format, "threads": settings.threads},
     }
 
 
@@ -111,24 +107,21 @@ def _check_models(stage1: Path, stage2: Path | None) -> dict[str, Any]:
 
 
 def package(stage1: Path, stage2: Path | None, out: Path, gate: Path | None = None,
-            settings: dict[str, Any] | None = None, features: dict[str, Any] | None = None,
+            settings: PackageParams | None = None, features: FeaturesParams | None = None,
             force: bool = False) -> dict[str, Any]:
     """Build `out/<model_name>.mar` and `out/package.json` when the gate passed (or `force`).
 
     stage1/stage2: `best.pt` files of the two stages (stage2 None: a stage-1-only archive). gate: the gate
     decision JSON; when it failed, `out` gets only package.json recording the gate's reasons. settings:
-    the `package` parameters (PACKAGE_DEFAULTS fills the rest); features: the `features` parameters the
-    models were trained with (mask_source, maskige_size, sam_checkpoint, sam_model_type).
+    the `package` parameters; features: the `features` parameters the models were trained with
+    (mask_source, maskige_size, sam_checkpoint, sam_model_type); None: the defaults.
     Returns the package.json content. The folder is replaced in one rename.
     """
     stage1, out = Path(stage1), Path(out)
     stage2 = Path(stage2) if stage2 is not None else None
-    settings = {**PACKAGE_DEFAULTS, **(settings or {})}
-    unknown = sorted(set(settings) - set(PACKAGE_DEFAULTS))
-    if unknown:
-        raise StepError(f"package: unknown setting(s) {', '.join(unknown)}; known: {', '.join(PACKAGE_DEFAULTS)}")
-    features = features or {}
-    name = str(settings["model_name"])
+    settings = settings or PackageParams()
+    features = features or FeaturesParams()
+    name = str(settings.model_name)
     decision = read_gate(gate) if gate is not None else None
     if decision is not None and not decision["passed"] and not force:
         record = {"packaged": False, "model_name": name, "gate": str(gate),
@@ -137,18 +130,18 @@ def package(stage1: Path, stage2: Path | None, out: Path, gate: Path | None = No
             write_json_atomic(tmp / "package.json", record)
         return record
     info = _check_models(stage1, stage2)
-    mask_source = str(features.get("mask_source", "regions"))
-    sam = Path(features["sam_checkpoint"]) if mask_source == "sam" and features.get("sam_checkpoint") else None
+    mask_source = features.mask_source
+    sam = Path(features.sam_checkpoint) if mask_source == "sam" and features.sam_checkpoint else None
     if mask_source == "sam" and (sam is None or not sam.is_file()):
         raise StepError(f"package: mask_source sam needs the SAM checkpoint file (got {sam})")
     serve_cfg = {
-        "version": str(settings["model_version"]), "stage1": "stage1.pt", "stage2": "stage2.pt" if stage2 else None,
-        "mask_source": mask_source, "maskige_size": int(features.get("maskige_size", 224)),
-        "sam_checkpoint": sam.name if sam else None, "sam_model_type": features.get("sam_model_type", "vit_b"),
-        "max_seconds": float(settings["max_seconds"]), "max_payload_mb": float(settings["max_payload_mb"]),
-        "mask_format": settings["mask_format"], "threads": int(settings["threads"]),
-        "warmup": {"seconds": int(settings["warmup_seconds"]), "size": int(settings["warmup_size"])}
-        if int(settings["warmup_seconds"]) > 0 else None,
+        "version": str(settings.model_version), "stage1": "stage1.pt", "stage2": "stage2.pt" if stage2 else None,
+        "mask_source": mask_source, "maskige_size": features.maskige_size,
+        "sam_checkpoint": sam.name if sam else None, "sam_model_type": features.sam_model_type,
+        "max_seconds": settings.max_seconds, "max_payload_mb": settings.max_payload_mb,
+        "mask_format": settings.mask_format, "threads": settings.threads,
+        "warmup": {"seconds": int(settings.warmup_seconds), "size": int(settings.warmup_size)}
+        if int(settings.warmup_seconds) > 0 else None,
         "models": info,
     }
     with tempfile.TemporaryDirectory(prefix="avs-package-") as staging_dir:
@@ -166,7 +159,7 @@ def package(stage1: Path, stage2: Path | None, out: Path, gate: Path | None = No
         shutil.copy2(config_file, files / "model-config.yaml")
         _copy_code(files)
         with atomic_dir(out, overwrite=True) as tmp:
-            cmd = [archiver_command(), "--model-name", name, "--version", str(settings["model_version"]),
+            cmd = [archiver_command(), "--model-name", name, "--version", str(settings.model_version),
                    "--handler", str(HANDLER), "--extra-files", str(files), "--config-file", str(config_file),
                    "--export-path", str(tmp), "--force"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -177,7 +170,7 @@ def package(stage1: Path, stage2: Path | None, out: Path, gate: Path | None = No
             missing = verify_archive(mar)
             if missing:
                 raise StepError(f"package: {mar.name} lacks {', '.join(missing)}")
-            record = {"packaged": True, "model_name": name, "model_version": str(settings["model_version"]),
+            record = {"packaged": True, "model_name": name, "model_version": str(settings.model_version),
                       "mar": mar.name, "bytes": mar.stat().st_size, "sha256": sha256(mar),
                       "stage1_sha256": sha256(stage1), "stage2_sha256": sha256(stage2) if stage2 else None,
                       "gate": str(gate) if gate is not None else None,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common import StepError
+from components.params import PackageParams, Params, ServeParams
 
 TEMPLATE = Path(__file__).with_name("config.properties")
 KEY_FILE = "key_file.json"
@@ -38,21 +39,21 @@ class ServerSettings:
     """
 
     run_dir: Path = Path(".serve")
-    model_store: Path = Path("models/serving")
-    model_name: str = "avs"
-    address: str = "127.0.0.1"
+    model_store: Path = Path(ServeParams.model_store)
+    model_name: str = PackageParams.model_name
+    address: str = ServeParams.address
     management_address: str = "127.0.0.1"
-    inference_port: int = 8080
-    management_port: int = 8081
-    metrics_port: int = 8082
-    token_auth: bool = True
-    token_expiration_min: int = 60
-    max_payload_mb: float = 50.0
-    max_seconds: float = 20.0
-    response_timeout_s: int = 120
+    inference_port: int = ServeParams.inference_port
+    management_port: int = ServeParams.management_port
+    metrics_port: int = ServeParams.metrics_port
+    token_auth: bool = ServeParams.token_auth
+    token_expiration_min: int = ServeParams.token_expiration_min
+    max_payload_mb: float = PackageParams.max_payload_mb
+    max_seconds: float = PackageParams.max_seconds
+    response_timeout_s: int = PackageParams.response_timeout_s
     number_of_gpu: int | None = None
     job_queue_size: int = 100
-    threads: int = 0
+    threads: int = PackageParams.threads
 
     @property
     def load_models(self) -> str:
@@ -284,35 +285,15 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _section(params: Path, name: str) -> dict[str, Any]:
-    """A section of a parameters file, {} when the file or the section is absent."""
-    import yaml
-
-    if not params.is_file():
-        return {}
-    try:
-        content = yaml.safe_load(params.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise StepError(f"{params}: cannot be read ({exc})") from exc
-    return dict(content.get(name) or {})
-
-
-def settings_from(args: Any) -> ServerSettings:
-    """ServerSettings from the `serve` and `package` sections of args.params (where present), then the
-    command-line options that were given (run_dir, model_store, address, ports, token_auth, expiry)."""
-    params = Path(args.params)
-    values: dict[str, Any] = _section(params, "serve")
-    package = _section(params, "package")
-    values.update({k: package[k] for k in ("max_payload_mb", "max_seconds", "model_name") if k in package})
-    for name in ("model_store", "address", "inference_port", "management_port", "metrics_port",
-                 "token_expiration_min", "token_auth"):
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name)
-    values["run_dir"] = args.run_dir
-    unknown = sorted(set(values) - set(ServerSettings.__dataclass_fields__))
-    if unknown:
-        raise StepError(f"{params}: unknown serve setting(s) {', '.join(unknown)}")
-    for name in ("run_dir", "model_store"):
-        if name in values:
-            values[name] = Path(values[name])
+def settings_from(params: Params, run_dir: Path, **overrides: Any) -> ServerSettings:
+    """ServerSettings from the `serve` and `package` sections of `params`, then the `overrides` that are
+    not None (ServerSettings fields: model_store, address, the ports, token_auth, token_expiration_min)."""
+    serve, package = params.serve, params.package
+    values: dict[str, Any] = {**asdict(serve), "model_store": Path(serve.model_store), "run_dir": Path(run_dir),
+                              "model_name": package.model_name, "max_payload_mb": package.max_payload_mb,
+                              "max_seconds": package.max_seconds, "response_timeout_s": package.response_timeout_s,
+                              "threads": package.threads}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values["model_store"] is not None:
+        values["model_store"] = Path(values["model_store"])
     return ServerSettings(**values)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import torch.distributed as dist
 
 from components.avsbench.classes import NUM_AVSS_CLASSES
 from components.avsbench.layout import logmel_file
-from components.common import StepError, read_params, write_json_atomic
+from components.common import StepError, write_json_atomic
+from components.params import Params
 from components.train import checkpoint as ckpt
 from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
@@ -39,29 +39,39 @@ from model.criterion import SetCriterion
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a training run (all of it comes from params.yaml)."""
+    """Everything that decides one stage's training run, resolved from the `train` and `train_stage{N}`
+    sections of params.yaml by `train_config` (the defaults live in components/params.py only).
+
+    preset / model: the network (model: ModelConfig overrides); input_size: square frame side;
+    batch_clips clips per step, each cut to `frames` frames around an annotated one (0: all);
+    accumulate: gradient accumulation; lr, weight_decay, backbone_lr_mult, poly_power, clip_grad: AdamW
+    with poly decay; checkpoint_every / val_every: steps between checkpoints / val passes; audio_swap:
+    ablation, every clip hears another's audio; flip, max_zoom: augmentation; audio_pretrain_steps /
+    audio_pretrain_sources: stage 1's audio pretraining (0 steps: off; always 0 in stage 2, which starts
+    from stage 1); prior_truth: stage 2's share of clips whose prior is the ground truth.
+    """
 
     stage: int
-    preset: str = "tiny"
-    input_size: int = 128
-    batch_clips: int = 2
-    accumulate: int = 1
-    steps: int = 300
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    backbone_lr_mult: float = 0.1
-    poly_power: float = 0.9
-    clip_grad: float = 1.0
-    checkpoint_every: int = 50
-    val_every: int = 100
-    seed: int = 0
-    audio_swap: bool = False
-    frames: int = 0           # frames per training clip and step: a window holding an annotated frame (0: all)
-    flip: bool = False        # augmentation: mirror a training clip with probability 1/2
-    max_zoom: float = 1.0     # augmentation: zoom into a random crop by up to this factor (1: off)
-    audio_pretrain_steps: int = 0  # audio transformer taught the S4 categories first (audio_pretrain.py; 0: off)
-    audio_pretrain_sources: int = 3  # most S4 sounds mixed into one pretraining example (1: single sounds)
-    prior_truth: float = 1.0  # stage 2: share of training clips whose prior is the ground truth (else stage 1's)
+    preset: str
+    input_size: int
+    batch_clips: int
+    accumulate: int
+    steps: int
+    lr: float
+    weight_decay: float
+    backbone_lr_mult: float
+    poly_power: float
+    clip_grad: float
+    checkpoint_every: int
+    val_every: int
+    seed: int
+    audio_swap: bool
+    frames: int
+    flip: bool
+    max_zoom: float
+    audio_pretrain_steps: int
+    audio_pretrain_sources: int
+    prior_truth: float
     model: dict[str, Any] = field(default_factory=dict)
 
     def fingerprint(self, *inputs: Any) -> str:
@@ -121,33 +131,18 @@ def _swap_permutation(n: int, seed: int) -> list[int]:
     return [(i + 1 + seed % (n - 1)) % n for i in range(n)]
 
 
-def load_train_config(params: Path, stage: int, **overrides: Any) -> TrainConfig:
-    """TrainConfig for `stage` from params.yaml: section `train`, with `train.stage{N}` on top."""
-    section = read_params(params, "train")
-    per_stage = {k: section.pop(k) for k in [k for k in section if k.startswith("stage")]}
-    section.update(per_stage.get(f"stage{stage}") or {})
-    section.update({k: v for k, v in overrides.items() if v is not None})
-    known = set(TrainConfig.__dataclass_fields__) - {"stage"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise StepError(f"{params}: unknown train parameter(s) {', '.join(unknown)}")
-    for name, low, high, rule in (("max_zoom", 1.0, math.inf, "must be >= 1 (1: no zoom)"),
-                                  ("prior_truth", 0.0, 1.0, "must lie in [0, 1]"),
-                                  ("audio_pretrain_sources", 1, math.inf, "must be >= 1 (1: single sounds)"),
-                                  ("frames", 0, math.inf, "must be >= 0 (0: every frame)")):
-        if name not in section:
-            continue
-        try:
-            value = float(section[name])
-        except (TypeError, ValueError):
-            raise StepError(f"{params}: train.{name}={section[name]!r} is not a number") from None
-        if not low <= value <= high:
-            raise StepError(f"{params}: train.{name}={section[name]} {rule}")
-        if TrainConfig.__dataclass_fields__[name].type == "int":
-            if value != int(value):
-                raise StepError(f"{params}: train.{name}={section[name]} must be a whole number")
-            section[name] = int(value)  # 2.0 as 2
-    return TrainConfig(stage=stage, **section)
+def train_config(params: Params, stage: int, **changes: Any) -> TrainConfig:
+    """TrainConfig of `stage` (1 or 2) from the typed parameters, with `changes` (TrainConfig fields whose
+    value is not None, e.g. a command line's --steps) on top."""
+    if stage not in (1, 2):
+        raise StepError(f"stage must be 1 or 2, got {stage}")
+    common = asdict(params.train)
+    one, two = params.train_stage1, params.train_stage2
+    per_stage = {"steps": one.steps if stage == 1 else two.steps,
+                 "audio_pretrain_steps": one.audio_pretrain_steps if stage == 1 else 0,
+                 "audio_pretrain_sources": one.audio_pretrain_sources, "prior_truth": two.prior_truth}
+    cfg = TrainConfig(stage=stage, **common, **per_stage)
+    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 def build_datasets(cfg: TrainConfig, data: Path, features: Path, priors: Path | None,

@@ -134,9 +134,8 @@ def _scores(net: PretrainNet, x: torch.Tensor, y: torch.Tensor, chunk: int = 64)
             "look_accuracy": float((right_colour & right_shape)[objects].double().mean())}
 
 
-def pretrain_visual(backbone: str, size: int, out: Path, steps: int = 500, batch: int = 32, lr: float = 3e-3,
-                    images: int = 2048, val_images: int = 256, seed: int = 0, progress: bool = True,
-                    ) -> dict[str, Any]:
+def pretrain_visual(backbone: str, size: int, out: Path, *, steps: int, batch: int, lr: float, images: int,
+                    seed: int, val_images: int = 256, progress: bool = True) -> dict[str, Any]:
     """Train the timm model `backbone` at `size` px to name the colour and shape under every pixel of
     rendered object images.
 

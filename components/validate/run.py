@@ -7,11 +7,12 @@ from typing import Any
 
 from components.avsbench.layout import METADATA, present_subsets
 from components.common import StepError, atomic_dir, write_json_atomic
+from components.params import ValidateParams
 from components.validate.manifest import build_manifest
-from components.validate.suite import Thresholds, run_suite
+from components.validate.suite import run_suite
 
 
-def validate_dataset(data: Path, out: Path, th: Thresholds, metrics: Path | None = None) -> dict[str, Any]:
+def validate_dataset(data: Path, out: Path, th: ValidateParams, metrics: Path | None = None) -> dict[str, Any]:
     """Validate the AVSBench copy at `data`, writing the report folder `out` in one rename.
 
     `out` receives `manifest.csv`, `results.json` (every check, every failure) and `data_docs/`

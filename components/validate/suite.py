@@ -11,16 +11,7 @@ from typing import Any
 import pandas as pd
 
 from components.avsbench.classes import AVSS_LABELS, S4_CATEGORIES, SPLITS
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits of the suite: the required sample rate, the quietest acceptable RMS, and the shortest
-    acceptable audio as a fraction of the clip's frame count in seconds."""
-
-    sample_rate: int = 16000
-    min_rms: float = 1e-3
-    min_duration_fraction: float = 0.9
+from components.params import ValidateParams
 
 
 @dataclass(frozen=True)
@@ -35,7 +26,7 @@ class Check:
     value: str | None = None
 
 
-def checks(th: Thresholds) -> list[Check]:
+def checks(th: ValidateParams) -> list[Check]:
     """The suite, as (expectation, explanation) pairs."""
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
@@ -94,7 +85,7 @@ def _quiet_gx() -> None:
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
 
 
-def run_suite(manifest: pd.DataFrame, th: Thresholds, docs_dir: Path) -> SuiteResult:
+def run_suite(manifest: pd.DataFrame, th: ValidateParams, docs_dir: Path) -> SuiteResult:
     """Validate `manifest` with the suite and build HTML data docs into `docs_dir`.
 
     Returns every check's result and, for each failing row, a message naming the clip, the rule and
