@@ -3,10 +3,12 @@
 Builds the two stages of the `tiny` preset at input size 224 (random weights unless --stage1/--stage2 give
 trained ones: latency does not depend on the weights), packages them with `avs package`'s code, starts a
 real TorchServe on loopback (token auth on, as deployed) and sends the same mp4 from 1 and 8 concurrent
-clients. The in-process baseline does what the handler does minus HTTP (decode the mp4 with
-components.media, Segmenter.predict_batch) in this process, sequentially for 1 client and from 8 threads
-for 8; both sides use the same CPU thread count (--threads, default 1 per worker: on a shared machine two
-spinning OpenMP threads per process slow everything down).
+clients. The in-process baseline does what the handler does minus HTTP and the frontend, batched the way
+TorchServe batches: the clients' requests go to one worker thread (one TorchServe worker) that takes up
+to --batch-size of them, waiting at most --max-batch-delay-ms for more, decodes them with
+components.media and runs Segmenter.predict_batch once. So both sides have the same workers, batches and
+CPU threads (--threads, default 1 per worker: on a shared machine two spinning OpenMP threads per process
+slow everything down), and the ratio is the cost of serving: HTTP, the frontend, the JSON answer.
 Prints p50/p95 latency (ms), throughput (clips/s), errors, and the p50 ratio served / in-process.
 Usage: python benchmarks/serve.py [--requests 20] [--threads 1] [--batch-size 4] [--max-batch-delay-ms 10]
 """
@@ -30,6 +32,7 @@ import torch
 
 from components.common import free_ports
 from components.media import decode_video, encode_video
+from components.params import FeaturesParams, PackageParams
 
 
 def make_clip(seconds: int = 5, size: int = 224, fps: int = 25, rate: int = 44100, width: int | None = None) -> bytes:
@@ -70,6 +73,48 @@ def tiny_checkpoints(folder: Path, size: int) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+class Batcher:
+    """One in-process worker that batches like TorchServe: `__call__(clip)` queues the mp4 bytes and waits;
+    the worker thread takes up to `batch_size` queued clips (waiting at most `delay_s` after the first for
+    more), decodes them and runs `predict(list of (frames, waveform, sample_rate))` once."""
+
+    def __init__(self, predict: Callable[[list], list], batch_size: int, delay_s: float):
+        import queue
+
+        self.predict, self.batch_size, self.delay_s = predict, batch_size, delay_s
+        self.queue: queue.Queue = queue.Queue()
+        self.batch_sizes: list[int] = []
+        threading.Thread(target=self._work, daemon=True).start()
+
+    def __call__(self, clip: bytes) -> object:
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self.queue.put((clip, future))
+        return future.result()
+
+    def _work(self) -> None:
+        import queue
+
+        while True:
+            batch = [self.queue.get()]
+            deadline = time.perf_counter() + self.delay_s
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self.queue.get(timeout=max(0.0, deadline - time.perf_counter())))
+                except queue.Empty:
+                    break
+            self.batch_sizes.append(len(batch))
+            try:
+                media = [decode_video(clip, max_seconds=20) for clip, _ in batch]
+                answers = self.predict([(m.frames, m.waveform, m.sample_rate) for m in media])
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    future.set_result(answer)
+            except Exception as exc:  # handed to every waiting client, as a 500 would be
+                for _, future in batch:
+                    future.set_exception(exc)
+
+
 def measure(call: Callable[[], object], clients: int, requests: int) -> dict[str, float]:
     """Run `requests` calls from `clients` threads; latency percentiles (ms), throughput, errors, and the
     median time the handler itself reported (served answers only)."""
@@ -106,7 +151,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20, help="requests per measurement (8 clients: twice)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per worker and in-process")
-    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-batch-delay-ms", type=int, default=10)
     parser.add_argument("--size", type=int, default=224)
@@ -125,9 +169,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="avs-serve-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         stage1, stage2 = (args.stage1, args.stage2) if args.stage1 else tiny_checkpoints(tmp, args.size)
-        settings = {"batch_size": args.batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
-                    "workers": args.workers, "threads": args.threads, "warmup_size": args.size, "max_payload_mb": 50}
-        package(stage1, stage2, tmp / "store", None, settings, {"mask_source": "regions", "maskige_size": 224})
+        settings = PackageParams(batch_size=args.batch_size, max_batch_delay_ms=args.max_batch_delay_ms, workers=1,
+                                 threads=args.threads, warmup_size=args.size, max_payload_mb=50)
+        package(stage1, stage2, tmp / "store", None, settings, FeaturesParams(mask_source="regions", maskige_size=224))
         ports = free_ports(3)
         server = ServerSettings(run_dir=tmp / "run", model_store=tmp / "store", inference_port=ports[0],
                                 management_port=ports[1], metrics_port=ports[2], token_auth=True, threads=args.threads)
@@ -135,16 +179,16 @@ def main() -> None:
         segmenter.warmup(5, (args.size, args.size))
         info = segmenter.info()
 
-        def in_process() -> list:
-            media = decode_video(clip, max_seconds=20)
-            return segmenter.predict_batch([(media.frames, media.waveform, media.sample_rate)])
+        batcher = Batcher(segmenter.predict_batch, args.batch_size, args.max_batch_delay_ms / 1000)
 
         print(f"clip: 5 s, {args.size}x{args.size}, {len(clip) / 1e3:.0f} kB mp4; model: tiny x 2 stages at input "
               f"{args.size}; {info['device']}, deformable attention {info['deform_attn']}, {args.threads} thread(s) "
-              f"per worker, {args.workers} worker(s), batch {args.batch_size} / {args.max_batch_delay_ms} ms",
+              f"per worker, 1 worker, batch {args.batch_size} / {args.max_batch_delay_ms} ms on both sides",
               flush=True)
-        rows = {("in-process", 1): measure(in_process, 1, args.requests),
-                ("in-process", 8): measure(in_process, 8, 2 * args.requests)}
+        rows = {("in-process", 1): measure(lambda: batcher(clip), 1, args.requests),
+                ("in-process", 8): measure(lambda: batcher(clip), 8, 2 * args.requests)}
+        sizes = batcher.batch_sizes[args.requests:]
+        print(f"in-process batches at 8 clients: mean size {statistics.mean(sizes):.1f}", flush=True)
         state = start(server, timeout=600)
         try:
             client = Client(state["inference_url"], key_file=state["key_file"])

@@ -27,7 +27,7 @@ def _params(args: argparse.Namespace, section: str, options: Sequence[str] = (),
 
 
 SYNTH_OPTIONS = ("size", "seed", "image_size", "min_distractors", "max_distractors", "max_sources", "noise_level",
-                 "min_radius", "max_radius", "s4_categories", "avss_classes")
+                 "min_radius", "max_radius", "s4_categories", "avss_classes", "quirks")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     synth = _params(args, "synth", SYNTH_OPTIONS).synth
     cfg = resolve_config(synth.size, **synth.knobs())
-    counts = generate(args.out, cfg, seed=synth.seed, overwrite=args.overwrite)
+    counts = generate(args.out, cfg, seed=synth.seed, overwrite=args.overwrite, quirks=synth.quirks)
     print(f"synth: wrote {sum(counts.values())} clips to {args.out} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
     return 0
@@ -47,8 +47,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     th = _params(args, "validate", ("sample_rate", "min_rms", "min_duration_fraction")).validate
     summary = validate_dataset(args.data, args.out, th, metrics=args.metrics)
     docs = Path(args.out) / "data_docs" / "index.html"
+    if summary["warnings"]:
+        print(f"validate: {summary['warned_clips']} clip(s) warned by {', '.join(summary['warned_checks'])} "
+              "(the steps handle these; validate.warnings in params.yaml lists the warning checks):", file=sys.stderr)
+        for line in summary["warnings"]:
+            print(f"  warning: {line}", file=sys.stderr)
     if summary["success"]:
-        print(f"validate: OK, {summary['clips']} clips pass every check; data docs: {docs}")
+        warned = f", {len(summary['warnings'])} warning(s) above" if summary["warnings"] else ""
+        print(f"validate: OK, {summary['clips']} clips pass every error check{warned}; data docs: {docs}")
         return 0
     print(f"validate: FAILED, {summary['failing_clips']} clip(s) fail "
           f"{len(summary['failed_checks'])} check(s) ({', '.join(summary['failed_checks'])})", file=sys.stderr)
@@ -294,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-radius", type=float, help="largest object radius, as a fraction of the short side")
     p.add_argument("--s4-categories", type=int, help="S4/MS3 categories used (2-23)")
     p.add_argument("--avss-classes", type=int, help="AVSS classes used (2-70)")
+    p.add_argument("--quirks", action="store_true", default=None,
+                   help="put the real data's quirks into the copy (44.1 kHz stereo AVSS audio, a short clip, "
+                        "a train clip short of frames, stray label colours, label2idx.json from 0)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_cmd_synth)
 

@@ -44,7 +44,7 @@ class DataParams:
 class SynthParams:
     """`avs synth`: a size preset (tiny | demo | large) and its knobs; None keeps the preset's value
     (the knobs are described by components.synth.generate.SynthConfig; clips: part -> train, val, test
-    clip counts)."""
+    clip counts); quirks: put the real data's quirks into the copy (components.synth.quirks)."""
 
     size: str = "demo"
     seed: int = 0
@@ -58,24 +58,36 @@ class SynthParams:
     avss_classes: int | None = 23
     image_size: int | None = None
     clips: dict[str, tuple[int, ...]] | None = None
+    quirks: bool = False
 
     def knobs(self) -> dict[str, Any]:
         """The SynthConfig overrides: every knob that is set."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("size", "seed") and v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("size", "seed", "quirks") and v is not None}
+
 
 
 @dataclass(frozen=True)
 class ValidateParams:
-    """`avs validate`: the required sample rate (Hz), the quietest audio RMS that counts as sound, and the
-    shortest audio as a fraction of the clip's frame count in seconds."""
+    """`avs validate`: the expected sample rate (Hz), the quietest audio RMS that counts as sound, the
+    shortest audio as a fraction of the clip's frame count in seconds, and which checks only warn (the
+    official loaders accept such data and the steps handle it: another sample rate is resampled, short
+    audio padded, a train clip short of frames padded, stray label colours read as background); every
+    other check is an error."""
 
     sample_rate: int = 16000
     min_rms: float = 0.001
     min_duration_fraction: float = 0.9
+    warnings: tuple[str, ...] = ("sample_rate", "audio_long_enough", "frame_count", "mask_values")
 
     def check(self) -> None:
+        from components.validate import CHECKS
+
         _range(self.sample_rate, "sample_rate", 1)
         _range(self.min_duration_fraction, "min_duration_fraction", 0.0, 1.0)
+        unknown = [name for name in self.warnings if name not in CHECKS]
+        if unknown:
+            raise ValueError(f"warnings: unknown check {unknown[0]!r}; checks: {', '.join(CHECKS)}")
 
 
 @dataclass(frozen=True)

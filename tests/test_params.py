@@ -66,10 +66,8 @@ def test_every_key_is_read_by_some_step() -> None:
     dead = []
     for name, cls in SECTIONS.items():
         for key in (f.name for f in dataclasses.fields(cls)):
-            if name in wholesale:
-                read = key in wholesale[name]
-            else:
-                read = re.search(rf"\.{key}\b", source) is not None or f"${{{name}.{key}}}" in source
+            read = (key in wholesale.get(name, ()) or re.search(rf"\.{key}\b", source) is not None
+                    or f"${{{name}.{key}}}" in source)
             if not read:
                 dead.append(f"{name}.{key}")
     assert dead == []

@@ -25,7 +25,7 @@ def test_palette_and_label2idx(tiny_data: Path) -> None:
     assert [tuple(pal[i]) for i in range(5)] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
     assert len({tuple(c) for c in pal}) == 71
     mapping = json.loads((tiny_data / LABEL2IDX).read_text())
-    assert len(mapping) == NUM_AVSS_CLASSES and mapping["background"] == 0 and mapping["woman"] == 70
+    assert len(mapping) == NUM_AVSS_CLASSES and mapping["background"] == 1 and mapping["woman"] == 71
 
 
 @pytest.mark.parametrize("subset", ["s4", "ms3", "avss"])

@@ -1,4 +1,5 @@
-"""`avs validate`: a clean copy passes; each kind of corruption fails, naming the clip and the file."""
+"""`avs validate`: a clean copy passes; each kind of corruption fails (errors) or warns (what the official
+loaders accept and the steps handle), naming the clip and the file."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from PIL import Image
 
 from components.avsbench.layout import METADATA, list_clips
 from components.cli import main
+from components.common import StepError
+from components.params import load_params
 
 
 def _clip(root: Path, subset: str, split: str = "val", label: str | None = None):
@@ -169,10 +172,35 @@ def missing_ground_truth_count(root: Path):
     return c.key, _rel(root, c.masks[1]), "mask_count"
 
 
+def train_frame_gap(root: Path):
+    """A train clip lacking a frame before its last one: a hole, not a short clip (missing files)."""
+    c = _clip(root, "avss", "train", "v2")
+    c.frames[4].unlink()
+    return c.key, _rel(root, c.frames[4]), "no_missing_files"
+
+
+def heldout_clip_short_of_last_frames(root: Path):
+    """Only train clips may be short of their last frames (the official loader lists their folder)."""
+    c = _clip(root, "avss", "test", "v2")
+    for path in c.frames[8:]:
+        path.unlink()
+    return c.key, _rel(root, c.frames[8]), "no_missing_files"
+
+
+def train_clip_short_of_last_frames(root: Path):
+    c = _clip(root, "avss", "train", "v2")
+    for path in (*c.frames[7:], *c.masks[7:], *c.semantic[7:]):
+        path.unlink()
+    return c.key, _rel(root, c.frame_dir), "frame_count"
+
+
 CORRUPTIONS = [missing_frame, missing_mask, missing_audio, truncated_wav, unreadable_png, unreadable_jpg,
-               wrong_sample_rate, silent_audio, short_audio, extra_frame, mask_size_mismatch, mask_values,
-               off_palette_colour, duplicate_id, unknown_split, unknown_class, unknown_avss_label,
-               frame_size_differs, three_channel_audio, missing_ground_truth_count]
+               silent_audio, mask_size_mismatch, duplicate_id, unknown_split, unknown_class, unknown_avss_label,
+               frame_size_differs, three_channel_audio, missing_ground_truth_count, train_frame_gap,
+               heldout_clip_short_of_last_frames]
+# what the official loaders accept and the steps handle: warnings by default (validate.warnings)
+WARNED = [wrong_sample_rate, short_audio, extra_frame, mask_values, off_palette_colour,
+          train_clip_short_of_last_frames]
 
 
 def test_clean_copy_passes_and_writes_data_docs(tiny_data: Path, tmp_path: Path, capsys) -> None:
@@ -206,6 +234,26 @@ def test_each_corruption_fails_naming_clip_and_file(corrupt, tiny_copy: Path, tm
     assert {k for keys in failed.values() for k in keys} == {key}
 
 
+@pytest.mark.parametrize("quirk", WARNED, ids=lambda f: f.__name__)
+def test_each_quirk_warns_naming_clip_and_file_and_can_be_made_an_error(quirk, tiny_copy: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    key, named_file, check = quirk(tiny_copy)
+    assert main(["validate", "--data", str(tiny_copy), "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip().startswith(f"warning: {key}")]
+    assert any(named_file in line for line in lines), f"{key} / {named_file} not warned in:\n{captured.err}"
+    assert "OK" in captured.out and "warning(s)" in captured.out
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    warned = {r["check"]: r["failing_clips"] for r in results["checks"] if not r["success"]}
+    assert warned == {check: [key]} and results["success"] and results["failures"] == []
+    assert [r["level"] for r in results["checks"] if r["check"] == check] == ["warning"]
+    # made an error (validate.warnings without it), the same finding fails the copy
+    others = [w for w in load_params(None).validate.warnings if w != check]
+    assert main(["validate", "--data", str(tiny_copy), "--out", str(tmp_path / "r2"),
+                 "--set", f"validate.warnings={others}"]) == 1
+    assert any(named_file in line for line in capsys.readouterr().err.splitlines() if key in line)
+
+
 def test_cli_process_exits_nonzero_without_traceback(tiny_copy: Path, tmp_path: Path) -> None:
     key, named_file, _ = truncated_wav(tiny_copy)
     proc = subprocess.run([sys.executable, "-m", "components.cli", "validate", "--data", str(tiny_copy),
@@ -229,3 +277,12 @@ def test_broken_metadata_csv_is_named(tiny_copy: Path, tmp_path: Path, capsys) -
     assert main(["validate", "--data", str(tiny_copy), "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert str(METADATA["ms3"]) in err and "video_id" in err
+
+
+def test_the_check_names_params_yaml_can_name_are_the_suites() -> None:
+    from components.validate import CHECKS
+    from components.validate.suite import checks
+
+    assert tuple(c.name for c in checks(load_params(None).validate)) == CHECKS
+    with pytest.raises(StepError, match=r"validate\.warnings: unknown check 'sample_rte'"):
+        load_params(None, ["validate.warnings=[sample_rte]"])

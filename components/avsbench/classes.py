@@ -7,7 +7,9 @@ that sound, which is how the synthetic generator gives S4 categories a look and 
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -55,9 +57,32 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 AVSS_LABELS: tuple[str, ...] = ("v1s", "v1m", "v2")
 
 
-def label2idx() -> dict[str, int]:
-    """The content of AVSS `label2idx.json`: class name -> semantic index (71 entries)."""
-    return {name: i for i, name in enumerate(AVSS_CLASSES)}
+def label2idx(first: int = 1) -> dict[str, int]:
+    """The content of AVSS `label2idx.json`: class name -> `first` + semantic index (71 entries). The real
+    file, as other projects ship it, counts from 1 (background 1 ... woman 71): the default."""
+    return {name: first + i for i, name in enumerate(AVSS_CLASSES)}
+
+
+def read_label2idx(path: Path) -> int:
+    """Check an AVSS `label2idx.json` against the class order the readers use and return the index of
+    its first class: 1 (the real file's convention) or 0. ValueError naming the file and the first entry
+    that differs (another class order would silently relabel every mask)."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from exc
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"{path}: expected a mapping of class name -> index")
+    first = min(mapping.values()) if all(isinstance(v, int) for v in mapping.values()) else None
+    if first not in (0, 1):
+        raise ValueError(f"{path}: indices must be whole numbers from 0 or from 1")
+    if mapping == label2idx(first):
+        return first
+    expected = label2idx(first)
+    wrong = next((k for k in expected if mapping.get(k) != expected[k]), None) or next(k for k in mapping
+                                                                                        if k not in expected)
+    raise ValueError(f"{path}: {wrong!r} is {mapping.get(wrong)}, expected {expected.get(wrong)} "
+                     f"({len(mapping)} entries, classes in the order of components/avsbench/classes.py)")
 
 
 @cache

@@ -7,7 +7,7 @@ by the synthetic generator, so one reader serves the real benchmark and the buil
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -138,6 +138,31 @@ def read_metadata(root: Path, subset: str) -> pd.DataFrame:
     return df
 
 
+def missing_trailing_frames(files: ClipFiles) -> int:
+    """How many frames a *train* clip lacks at its end, its frame folder holding the first ones only (the
+    official AVSS loader lists a train clip's folder and pads it); 0 for complete clips, other splits, or
+    gaps before the last present frame (those are missing files)."""
+    if files.split != "train" or files.frames[-1].is_file():
+        return 0
+    present = [p.is_file() for p in files.frames]
+    count = present.index(False) if False in present else len(present)
+    if count == 0 or any(present[count:]):
+        return 0
+    return len(present) - count
+
+
+def padded(files: ClipFiles) -> ClipFiles:
+    """`files` with the frames a train clip lacks at its end (`missing_trailing_frames`) replaced by its
+    last present frame and marked not annotated, as the official loader pads them; else `files` itself."""
+    missing = missing_trailing_frames(files)
+    if not missing:
+        return files
+    keep = files.num_frames - missing
+    frames = files.frames[:keep] + (files.frames[keep - 1],) * missing
+    annotated = files.annotated[:keep] + (False,) * missing
+    return replace(files, frames=frames, annotated=annotated)
+
+
 def present_subsets(root: Path) -> list[str]:
     """The subsets whose metadata CSV exists under `root`."""
     return [s for s in SUBSETS if (Path(root) / METADATA[s]).is_file()]
@@ -145,13 +170,14 @@ def present_subsets(root: Path) -> list[str]:
 
 def list_clips(root: Path, subset: str, split: str | None = None, labels: tuple[str, ...] | None = None,
                ) -> list[ClipFiles]:
-    """Every clip of `subset` listed in its metadata, optionally filtered by split and AVSS label."""
+    """Every clip of `subset` listed in its metadata, optionally filtered by split and AVSS label; a train
+    clip short of its last frames comes `padded`."""
     df = read_metadata(root, subset)
     if split is not None:
         df = df[df["split"] == split]
     if labels is not None:
         df = df[df["label"].isin(labels)]
-    return [clip_files(root, subset, r.clip_id, r.split, r.label) for r in df.itertuples(index=False)]
+    return [padded(clip_files(root, subset, r.clip_id, r.split, r.label)) for r in df.itertuples(index=False)]
 
 
 def logmel_file(out: Path, files: ClipFiles) -> Path:

@@ -23,8 +23,8 @@ class Clip:
     frames:      uint8 [T, 3, H, W]
     waveform:    float32 [channels, samples], as stored (not resampled)
     sample_rate: int
-    target:      int64 [T, H, W]; S4/MS3: 0/1 foreground, AVSS: class index 0..70;
-                 IGNORE_INDEX (255) on frames without ground truth
+    target:      int64 [T, H, W]; S4/MS3: 0/1 foreground, AVSS: class index 0..70 (a colour outside
+                 the palette is background); IGNORE_INDEX (255) on frames without ground truth
     has_gt:      bool [T], which frames carry ground truth
     files:       the clip's file paths and identity
     """
@@ -54,8 +54,8 @@ def read_target(files: ClipFiles, t: int) -> np.ndarray | None:
     path = files.masks[t]
     if not files.annotated[t] or not path.is_file():
         return None
-    if files.subset == "avss":
-        return rgb_to_index(read_rgb(path), unknown=IGNORE_INDEX)
+    if files.subset == "avss":  # colours outside the palette are background, as the official loader reads them
+        return rgb_to_index(read_rgb(path), unknown=0)
     return (read_gray(path) > 127).astype(np.int64)
 
 

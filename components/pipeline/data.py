@@ -70,7 +70,7 @@ def synthesize(out: Path, synth: dict[str, Any]) -> dict[str, int]:
 
     settings = section("synth", synth)
     cfg = resolve_config(settings.size, **settings.knobs())
-    return generate(Path(out), cfg, seed=settings.seed, overwrite=True)
+    return generate(Path(out), cfg, seed=settings.seed, overwrite=True, quirks=settings.quirks)
 
 
 def fetch_dataset(out: Path, source: str, *, repo: str = "", rev: str = "", path: str = "",

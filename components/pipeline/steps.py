@@ -73,6 +73,7 @@ def validate_step(data: Path, report: Path, data_docs_html: Path, validate: dict
         raise StepError(f"validate: FAILED, {summary['failing_clips']} clip(s) fail "
                         f"{', '.join(summary['failed_checks'])}:\n  {shown}")
     return {"clips": float(summary["clips"]), "failing_clips": float(summary["failing_clips"]),
+            "warned_clips": float(summary["warned_clips"]),
             **{f"clips.{k}": float(v) for k, v in summary["clips_by_subset"].items()}}
 
 

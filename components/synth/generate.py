@@ -25,7 +25,7 @@ from components.common import StepError, atomic_dir, progress
 from components.synth.scenes import Scene, render_scene
 from components.synth.sounds import SAMPLE_RATE
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: label2idx.json counts from 1, as the real file does
 # The five generated parts: S4, MS3 and the three AVSS labels.
 PARTS: tuple[str, ...] = ("s4", "ms3", "v1s", "v1m", "v2")
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
@@ -230,8 +230,10 @@ def resolve_config(size: str, **overrides: object) -> SynthConfig:
     return cfg
 
 
-def generate(out: Path, cfg: SynthConfig, seed: int = 0, overwrite: bool = False) -> dict[str, int]:
-    """Write the whole synthetic benchmark to `out` (atomically). Returns clip counts per part."""
+def generate(out: Path, cfg: SynthConfig, seed: int = 0, overwrite: bool = False, quirks: bool = False
+             ) -> dict[str, int]:
+    """Write the whole synthetic benchmark to `out` (atomically), with the real data's quirks when `quirks`
+    (components.synth.quirks). Returns clip counts per part."""
     rows: dict[str, list[dict[str, str]]] = {"s4": [], "ms3": [], "avss": []}
     counts = dict.fromkeys(PARTS, 0)
     total = sum(sum(v) for v in cfg.clips.values())
@@ -246,4 +248,8 @@ def generate(out: Path, cfg: SynthConfig, seed: int = 0, overwrite: bool = False
             (tmp / LABEL2IDX).write_text(json.dumps(label2idx(), indent=1) + "\n")
         provenance = {"generator_version": GENERATOR_VERSION, "seed": seed, "config": asdict(cfg)}
         (tmp / "SYNTHETIC.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        if quirks:
+            from components.synth.quirks import add_quirks
+
+            add_quirks(tmp)
     return counts

@@ -16,12 +16,14 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from components.avsbench.classes import off_palette_colours, rgb_to_index
+from components.avsbench.classes import off_palette_colours, read_label2idx, rgb_to_index
 from components.avsbench.layout import (
+    LABEL2IDX,
     METADATA,
     ClipFiles,
     MetadataError,
     clip_files,
+    missing_trailing_frames,
     present_subsets,
     read_metadata,
 )
@@ -72,24 +74,33 @@ def _audio_facts(files: ClipFiles, problems: FileProblems, root: Path) -> dict[s
     return facts
 
 
-def _check_label(files: ClipFiles, img: Image.Image, rel: str, values: set[int]) -> str | None:
-    """Collect the label values of one ground-truth image; return a complaint if any is invalid."""
+def _check_label(files: ClipFiles, img: Image.Image, rel: str, values: set[int]) -> tuple[str | None, int]:
+    """Collect the label values of one ground-truth image; return (a complaint if any value is outside
+    the label set, how many pixels are)."""
     if files.subset == "avss":
         rgb = np.asarray(img.convert("RGB"))
-        values.update(int(i) for i in np.unique(rgb_to_index(rgb)) if i != 255)
+        index = rgb_to_index(rgb)
+        values.update(int(i) for i in np.unique(index) if i != 255)
         off = off_palette_colours(rgb)
-        return f"{rel} has colours outside the AVSS palette: {off[:3]}" if off else None
-    uniq = set(np.unique(np.asarray(img.convert("L"))).tolist())
+        stray = int((index == 255).sum())
+        return (f"{rel} has {stray} pixel(s) of colours outside the AVSS palette {off[:3]}, read as background"
+                if off else None), stray
+    gray = np.asarray(img.convert("L"))
+    uniq = set(np.unique(gray).tolist())
     values.update(uniq)
     bad = sorted(uniq - {0, 255})
-    return f"{rel} has values {bad[:5]} outside {{0, 255}}" if bad else None
+    stray = int(((gray != 0) & (gray != 255)).sum())
+    return (f"{rel} has {stray} pixel(s) of values {bad[:5]} outside {{0, 255}}, read as foreground above 127"
+            if bad else None), stray
 
 
 def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict[str, Any]:
-    """Inspect one clip's files and return its manifest row."""
+    """Inspect one clip's files and return its manifest row. A train clip short of its last frames (which
+    the training steps pad, see `missing_trailing_frames`) fails only the frame count, not the file checks."""
     problems = FileProblems([], [])
+    present = files.num_frames - missing_trailing_frames(files)
     frame_sizes: list[tuple[int, int] | None] = []
-    for path in files.frames:
+    for path in files.frames[:present]:
         img = _load_image(path, problems, root)
         frame_sizes.append(None if img is None else (img.height, img.width))
     known_sizes = [s for s in frame_sizes if s is not None]
@@ -97,8 +108,8 @@ def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict
     bad_size: list[str] = []
     bad_values: list[str] = []
     values: set[int] = set()
-    n_masks = 0
-    for t in (t for t, annotated in enumerate(files.annotated) if annotated):
+    n_masks = stray_pixels = 0
+    for t in (t for t, annotated in enumerate(files.annotated[:present]) if annotated):
         # the mask (S4/MS3) or colour label (AVSS), then the AVSS index label: presence, readability, size
         for k, path in enumerate([files.masks[t], *([files.semantic[t]] if files.semantic else [])]):
             img = _load_image(path, problems, root)
@@ -110,8 +121,9 @@ def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict
                 bad_size.append(f"{rel} is {img.width}x{img.height}, frame is {size[1]}x{size[0]}")
             if k == 0:
                 n_masks += 1
-                complaint = _check_label(files, img, rel, values)
+                complaint, stray = _check_label(files, img, rel, values)
                 bad_values += [complaint] if complaint else []
+                stray_pixels += stray
 
     row: dict[str, Any] = {
         "clip_key": files.key,
@@ -126,10 +138,11 @@ def clip_row(root: Path, files: ClipFiles, min_duration_fraction: float) -> dict
         "frame_width": known_sizes[0][1] if known_sizes else None,
         "frame_sizes_consistent": len(set(known_sizes)) <= 1,
         "n_masks": n_masks,
-        "n_masks_expected": sum(files.annotated),
+        "n_masks_expected": sum(files.annotated[:present]),
         "mask_values": ",".join(map(str, sorted(values)[:20])),
         "mask_values_ok": not bad_values,
         "bad_mask_values": "; ".join(bad_values),
+        "stray_label_pixels": stray_pixels,
         "mask_size_ok": not bad_size,
         "bad_mask_sizes": "; ".join(bad_size),
         "audio_min_duration_s": min_duration_fraction * files.num_frames,
@@ -155,6 +168,11 @@ def build_manifest(root: Path, min_duration_fraction: float = 0.9, workers: int 
         except MetadataError as exc:
             problems.append(str(exc))
             continue
+        if subset == "avss" and (root / LABEL2IDX).is_file():  # absent: the readers need none
+            try:
+                read_label2idx(root / LABEL2IDX)
+            except ValueError as exc:
+                problems.append(str(exc))
         clips += [(clip_files(root, subset, r.clip_id, r.split, r.label), str(METADATA[subset]))
                   for r in meta.itertuples(index=False)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from components.validate.suite import run_suite
 def validate_dataset(data: Path, out: Path, th: ValidateParams, metrics: Path | None = None) -> dict[str, Any]:
     """Validate the AVSBench copy at `data`, writing the report folder `out` in one rename.
 
-    `out` receives `manifest.csv`, `results.json` (every check, every failure) and `data_docs/`
-    (great-expectations HTML, entry point `data_docs/index.html`). `metrics`, if given, receives
-    the summary as JSON for DVC. Returns the summary; its "success" is False when any check failed.
+    `out` receives `manifest.csv`, `results.json` (every check with its level, every failure and warning)
+    and `data_docs/` (great-expectations HTML, entry point `data_docs/index.html`). `metrics`, if given,
+    receives the summary as JSON for DVC. Returns the summary with "failures" and "warnings" (one line per
+    clip and check, naming the files); its "success" is False when an error-level check failed.
     Raises StepError when `data` holds no AVSBench subset at all.
     """
     data, out = Path(data), Path(out)
@@ -37,12 +39,15 @@ def validate_dataset(data: Path, out: Path, th: ValidateParams, metrics: Path | 
             "clips": len(manifest),
             "clips_by_subset": {k: int(v) for k, v in manifest.groupby("subset").size().items()},
             "failing_clips": len({f.split(" ", 1)[0] for f in suite.failures}),
-            "failed_checks": [r["check"] for r in suite.results if not r["success"]],
+            "failed_checks": [r["check"] for r in suite.results if not r["success"] and r["level"] == "error"],
+            "warned_clips": len({w.split(" ", 1)[0] for w in suite.warnings}),
+            "warned_checks": [r["check"] for r in suite.results if not r["success"] and r["level"] == "warning"],
             "dataset_problems": dataset_problems,
         }
         write_json_atomic(tmp / "results.json", {**summary, "checks": suite.results, "failures": failures,
-                                                 "thresholds": vars(th)})
+                                                 "warnings": suite.warnings, "thresholds": asdict(th)})
     if metrics is not None:
         write_json_atomic(metrics, summary)
     summary["failures"] = failures
+    summary["warnings"] = suite.warnings
     return summary

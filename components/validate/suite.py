@@ -48,7 +48,8 @@ def checks(th: ValidateParams) -> list[Check]:
         Check("all_files_readable", gxe.ExpectColumnValuesToBeBetween(column="n_unreadable", min_value=0, max_value=0),
               "unreadable or truncated file(s)", "unreadable_files"),
         Check("frame_count", gxe.ExpectColumnPairValuesToBeEqual(column_A="n_frames", column_B="n_frames_expected"),
-              "frame count does not fit the subset", "frame_dir", "n_frames"),
+              "frame count does not fit the subset (a train clip short of its last frames is padded with its "
+              "last frame, not annotated)", "frame_dir", "n_frames"),
         Check("frame_sizes_consistent",
               gxe.ExpectColumnValuesToBeInSet(column="frame_sizes_consistent", value_set=[True]),
               "frames of one clip differ in size", "frame_dir"),
@@ -57,27 +58,31 @@ def checks(th: ValidateParams) -> list[Check]:
         Check("mask_size", gxe.ExpectColumnValuesToBeInSet(column="mask_size_ok", value_set=[True]),
               "mask size differs from its frame", "bad_mask_sizes"),
         Check("mask_values", gxe.ExpectColumnValuesToBeInSet(column="mask_values_ok", value_set=[True]),
-              "mask values outside {0, 255} (S4/MS3) or colours outside the palette (AVSS)", "bad_mask_values"),
+              "mask values outside {0, 255} (S4/MS3) or colours outside the palette (AVSS)", "bad_mask_values",
+              "stray_label_pixels"),
         Check("sample_rate", gxe.ExpectColumnValuesToBeInSet(column="audio_sample_rate", value_set=[th.sample_rate]),
-              f"audio sample rate is not {th.sample_rate} Hz", "audio_file", "audio_sample_rate"),
+              f"audio sample rate is not {th.sample_rate} Hz (the features step resamples it)", "audio_file",
+              "audio_sample_rate"),
         Check("audio_channels", gxe.ExpectColumnValuesToBeBetween(column="audio_channels", min_value=1, max_value=2),
               "audio must be mono or stereo", "audio_file", "audio_channels"),
         Check("audio_not_silent", gxe.ExpectColumnValuesToBeBetween(column="audio_rms", min_value=th.min_rms),
               f"audio is silent (RMS below {th.min_rms})", "audio_file", "audio_rms"),
         Check("audio_long_enough", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
                   column_A="audio_duration_s", column_B="audio_min_duration_s", or_equal=True),
-              f"audio shorter than {th.min_duration_fraction:.0%} of the clip's seconds", "audio_file",
-              "audio_duration_s"),
+              f"audio shorter than {th.min_duration_fraction:.0%} of the clip's seconds (the features step pads "
+              "it)", "audio_file", "audio_duration_s"),
     ]
 
 
 @dataclass
 class SuiteResult:
-    """Outcome of the suite: overall success, per-check results, and one message per failing clip."""
+    """Outcome of the suite: success (no error-level check failed), per-check results (with their level),
+    one message per clip failing an error-level check, and one per clip failing a warning-level check."""
 
     success: bool
     results: list[dict[str, Any]]
     failures: list[str]
+    warnings: list[str]
 
 
 def _quiet_gx() -> None:
@@ -89,7 +94,7 @@ def run_suite(manifest: pd.DataFrame, th: ValidateParams, docs_dir: Path) -> Sui
     """Validate `manifest` with the suite and build HTML data docs into `docs_dir`.
 
     Returns every check's result and, for each failing row, a message naming the clip, the rule and
-    the files at fault.
+    the files at fault: a warning when the check is in `th.warnings`, else a failure.
     """
     _quiet_gx()
     import great_expectations as gx
@@ -119,15 +124,18 @@ def run_suite(manifest: pd.DataFrame, th: ValidateParams, docs_dir: Path) -> Sui
 
     by_key = manifest.drop_duplicates("clip_key").set_index("clip_key")
     by_id = {res.expectation_config.id: res for res in validation.results}
-    results, failures = [], []
+    results, failures, warnings = [], [], []
     for check in suite_checks:
         res = by_id[check.expectation.id]
         rows = res.result.get("unexpected_index_list") or []
         keys = list(dict.fromkeys(r["clip_key"] for r in rows))
-        results.append({"check": check.name, "expectation": res.expectation_config.type,
+        level = "warning" if check.name in th.warnings else "error"
+        results.append({"check": check.name, "level": level, "expectation": res.expectation_config.type,
                         "success": bool(res.success), "failing_clips": keys})
         for key in keys:
             row = by_key.loc[key]
             shown = f" ({check.value}={row[check.value]})" if check.value else ""
-            failures.append(f"{key} [{row['split']}]: {check.what}{shown}: {row[check.files]}")
-    return SuiteResult(bool(run.success), results, failures)
+            (warnings if level == "warning" else failures).append(
+                f"{key} [{row['split']}]: {check.what}{shown}: {row[check.files]}")
+    success = all(r["success"] for r in results if r["level"] == "error")
+    return SuiteResult(success, results, failures, warnings)
