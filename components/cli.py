@@ -66,14 +66,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from components.common import write_json_atomic
-    from components.features.proposals import make_proposer
-    from components.features.step import compute_features, summary_line
+    from components.features.step import features_from_params, summary_line
 
     features = _params(args, "features", ("mask_source", "sam_checkpoint", "sam_model_type", "maskige_size",
                                           "batch_size")).features
-    checkpoint = Path(features.sam_checkpoint) if features.sam_checkpoint else None  # "" means none
-    proposer = make_proposer(features.mask_source, checkpoint, features.sam_model_type)
-    summary = compute_features(args.data, args.out, proposer, features.maskige_size, features.batch_size)
+    summary = features_from_params(args.data, args.out, features)
     if args.metrics is not None:
         write_json_atomic(args.metrics, summary)
     print(summary_line(summary))

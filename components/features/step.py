@@ -26,7 +26,8 @@ from components.avsbench.reader import read_rgb
 from components.common import StepError, atomic_dir, progress
 from components.features.logmel import NTAVS_WINDOWS, SAMPLE_RATE, log_mel_scales, padding_for, to_mono_16k
 from components.features.maskige import paint_maskige, save_maskige
-from components.features.proposals import MaskProposer
+from components.features.proposals import MaskProposer, make_proposer
+from components.params import FeaturesParams
 
 FEATURES_VERSION = 1
 
@@ -141,6 +142,14 @@ def compute_features(data: Path, out: Path, proposer: MaskProposer, maskige_size
     return {"clips": len(clips), "audio_clips": t.counts["audio_clips"], "maskiges": t.counts["maskiges"],
             "mask_source": proposer.name, "seconds": {"audio": round(t.audio, 3), "proposals": round(t.proposals, 3),
             "io": round(t.io, 3), "total": round(time.perf_counter() - start, 3)}}
+
+
+def features_from_params(data: Path, out: Path, settings: FeaturesParams) -> dict[str, Any]:
+    """`compute_features` with the mask source, SAM checkpoint ("" means none) and sizes of the `features`
+    parameters: what `avs features` and the KFP component run."""
+    checkpoint = Path(settings.sam_checkpoint) if settings.sam_checkpoint else None
+    proposer = make_proposer(settings.mask_source, checkpoint, settings.sam_model_type)
+    return compute_features(Path(data), Path(out), proposer, settings.maskige_size, settings.batch_size)
 
 
 def read_features(path: Path) -> dict[str, torch.Tensor]:

@@ -80,13 +80,9 @@ def validate_step(data: Path, report: Path, data_docs_html: Path, validate: dict
 def features_step(data: Path, out: Path, features: dict[str, Any]) -> dict[str, float]:
     """Compute log-mel scales and maskiges for `data` into `out` with the `features` section of params.yaml
     (mask_source, sam_checkpoint, maskige_size, batch_size). Returns counts and seconds."""
-    from components.features.proposals import make_proposer
-    from components.features.step import compute_features
+    from components.features.step import features_from_params
 
-    settings = section("features", features)
-    checkpoint = Path(settings.sam_checkpoint) if settings.sam_checkpoint else None
-    proposer = make_proposer(settings.mask_source, checkpoint, settings.sam_model_type)
-    summary = compute_features(Path(data), Path(out), proposer, settings.maskige_size, settings.batch_size)
+    summary = features_from_params(Path(data), Path(out), section("features", features))
     return flatten_metrics({k: v for k, v in summary.items() if k != "mask_source"})
 
 

@@ -285,15 +285,11 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def settings_from(params: Params, run_dir: Path, **overrides: Any) -> ServerSettings:
-    """ServerSettings from the `serve` and `package` sections of `params`, then the `overrides` that are
-    not None (ServerSettings fields: model_store, address, the ports, token_auth, token_expiration_min)."""
+def settings_from(params: Params, run_dir: Path) -> ServerSettings:
+    """ServerSettings from the `serve` and `package` sections of `params` (the command line's options are
+    overrides of those sections), its files under `run_dir`."""
     serve, package = params.serve, params.package
-    values: dict[str, Any] = {**asdict(serve), "model_store": Path(serve.model_store), "run_dir": Path(run_dir),
-                              "model_name": package.model_name, "max_payload_mb": package.max_payload_mb,
-                              "max_seconds": package.max_seconds, "response_timeout_s": package.response_timeout_s,
-                              "threads": package.threads}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if values["model_store"] is not None:
-        values["model_store"] = Path(values["model_store"])
-    return ServerSettings(**values)
+    return ServerSettings(**{**asdict(serve), "model_store": Path(serve.model_store), "run_dir": Path(run_dir),
+                             "model_name": package.model_name, "max_payload_mb": package.max_payload_mb,
+                             "max_seconds": package.max_seconds, "response_timeout_s": package.response_timeout_s,
+                             "threads": package.threads})
