@@ -152,3 +152,10 @@ def test_the_pipeline_runs_on_the_quirks_copy(quirks: dict, tmp_path: Path) -> N
                  "--priors", str(priors), "--out", str(tmp_path / "report"), "--metrics", str(metrics)]) == 0
     values = json.loads(metrics.read_text())
     assert {"s4", "ms3", "avss"} <= set(values)
+
+
+def test_quirks_without_room_for_them_are_refused_before_writing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "copy"
+    assert main(["synth", "--out", str(out), "--size", "tiny", "--quirks", "--set", "synth.clips={s4: [2, 1, 1]}"]) == 2
+    assert "needs an AVSS v2 train clip, an AVSS val clip" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

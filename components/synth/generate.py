@@ -234,6 +234,10 @@ def generate(out: Path, cfg: SynthConfig, seed: int = 0, overwrite: bool = False
              ) -> dict[str, int]:
     """Write the whole synthetic benchmark to `out` (atomically), with the real data's quirks when `quirks`
     (components.synth.quirks). Returns clip counts per part."""
+    if quirks:
+        from components.synth.quirks import check_room
+
+        check_room(cfg.clips)
     rows: dict[str, list[dict[str, str]]] = {"s4": [], "ms3": [], "avss": []}
     counts = dict.fromkeys(PARTS, 0)
     total = sum(sum(v) for v in cfg.clips.values())
@@ -251,5 +255,5 @@ def generate(out: Path, cfg: SynthConfig, seed: int = 0, overwrite: bool = False
         if quirks:
             from components.synth.quirks import add_quirks
 
-            add_quirks(tmp)
+            add_quirks(tmp)  # check_room made sure every quirk has its clip
     return counts

@@ -18,6 +18,7 @@ from PIL import Image
 
 from components.avsbench.classes import label2idx
 from components.avsbench.layout import LABEL2IDX, clip_files, read_metadata
+from components.common import StepError
 
 QUIRK_RATE = 44100
 SHORT_FRACTION = 0.6          # the short clip keeps this share of its audio (validation wants 90%)
@@ -25,11 +26,20 @@ STRAY_COLOUR = (3, 2, 1)      # not an AVSS palette colour
 MISSING_FRAMES = 2            # the short train clip lacks its last two frames
 
 
+def check_room(clips: dict[str, tuple[int, ...]]) -> None:
+    """StepError naming what is missing when a synthetic config (part -> train, val, test clip counts)
+    has no clip for one of the quirks: an S4 train clip, a v2 train clip, an AVSS val clip."""
+    none = (0, 0, 0)
+    needs = {"an S4 train clip": clips.get("s4", none)[0], "an AVSS v2 train clip": clips.get("v2", none)[0],
+             "an AVSS val clip": sum(clips.get(p, none)[1] for p in ("v1s", "v1m", "v2"))}
+    missing = [what for what, n in needs.items() if n < 1]
+    if missing:
+        raise StepError(f"synth --quirks needs {', '.join(missing)} (synth.clips: {clips})")
+
+
 def _first(root: Path, subset: str, split: str, label: str | None = None):
     meta = read_metadata(root, subset)
     rows = meta[(meta["split"] == split) & ((meta["label"] == label) if label else True)]
-    if rows.empty:
-        raise ValueError(f"the copy has no {subset} {label or ''} {split} clip to put a quirk in")
     r = rows.iloc[0]
     return clip_files(root, subset, r["clip_id"], r["split"], r["label"])
 
@@ -46,7 +56,7 @@ def _resample_stereo(path: Path) -> None:
 
 def add_quirks(root: Path) -> dict[str, list[str]]:
     """Put every quirk into the AVSBench copy at `root` (written by `generate`, S4 and AVSS with v2 train
-    clips present). Returns {quirk: [files changed, relative to root]}."""
+    clips present: `check_room`). Returns {quirk: [files changed, relative to root]}."""
     root = Path(root)
     done: dict[str, list[str]] = {"audio_44k1_stereo": [], "short_audio": [], "missing_train_frames": [],
                                   "stray_colour": [], "label2idx_from_0": []}
