@@ -67,16 +67,26 @@ def region_targets(labels: torch.Tensor, regions: torch.Tensor, ignore_index: in
     return torch.tensor(classes, dtype=torch.long), torch.stack(masks).float()
 
 
-def _uncertain_points(logits: torch.Tensor, num: int, oversample: float, importance: float) -> torch.Tensor:
-    """Coords [N, num, 2]: `importance` of them where |logit| is smallest among `oversample * num` random
-    candidates, the rest uniformly random."""
-    n = logits.shape[0]
-    candidates = torch.rand(n, int(num * oversample), 2, device=logits.device, dtype=logits.dtype)
+def frame_rand(counts: list[int], draws: list[torch.Generator], shape: tuple[int, ...], like: torch.Tensor,
+               ) -> torch.Tensor:
+    """Uniform [0, 1) values [sum(counts), *shape]: `counts[f]` rows drawn from frame f's generator
+    `draws[f]` (on `like`'s device, in its dtype). A frame's values depend on its own generator only, not
+    on which other frames share the batch (one process or several)."""
+    return torch.cat([torch.rand(count, *shape, generator=gen, device=like.device, dtype=like.dtype)
+                      for count, gen in zip(counts, draws, strict=True)])
+
+
+def _uncertain_points(logits: torch.Tensor, num: int, oversample: float, importance: float,
+                      counts: list[int], draws: list[torch.Generator]) -> torch.Tensor:
+    """Coords [N, num, 2] for logits [N, H, W], N = sum(counts) masks of len(counts) frames: `importance` of
+    them where |logit| is smallest among `oversample * num` random candidates, the rest uniformly random;
+    each frame's masks draw from that frame's generator (see `frame_rand`)."""
+    candidates = frame_rand(counts, draws, (int(num * oversample), 2), logits)
     uncertainty = -point_sample(logits, candidates).abs()
     k = int(importance * num)
     top = uncertainty.topk(k, dim=1).indices
     chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
-    return torch.cat([chosen, torch.rand(n, num - k, 2, device=logits.device, dtype=logits.dtype)], 1)
+    return torch.cat([chosen, frame_rand(counts, draws, (num - k, 2), logits)], 1)
 
 
 def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -86,13 +96,15 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def semantic_loss(prediction: dict[str, torch.Tensor], labels: torch.Tensor, ignore_index: int = 255,
-                  ) -> torch.Tensor:
+                  normalisers: tuple[float, float] | None = None) -> torch.Tensor:
     """Cross-entropy + dice of the evaluated class probabilities against label maps.
 
     prediction: "pred_logits" [N, Q, C + 1], "pred_masks" [N, Q, h, w]; labels int64 [N, H, W] (ignore
     `ignore_index`). The probabilities are those of `semantic_map(prediction, (H, W), resize_scores=True)`
     [N, C, H, W], which sum to 1 per pixel. Dice is averaged over the (frame, class) pairs present in the
-    labels. Returns a scalar.
+    labels. Returns a scalar. `normalisers`: (labelled pixels, present (frame, class) pairs) to divide the
+    summed cross-entropy and dice by instead of this batch's own counts (`semantic_counts`; a distributed
+    run passes the mean over its processes, see `shared_means`).
 
     Only the classes present in `labels` are painted: a pixel's normaliser (its summed scores over all C
     classes) is one einsum over the per-query object probability, and the resize is linear, so this equals
@@ -113,29 +125,40 @@ def semantic_loss(prediction: dict[str, torch.Tensor], labels: torch.Tensor, ign
     # class id -> its channel among the present ones (ignored pixels read channel 0 and are masked out)
     index = torch.searchsorted(present, torch.where(valid, labels, present[0]))
     picked = probs_k.gather(1, index[:, None])[:, 0]
-    nll = -(picked.clamp_min(1e-6).log() * valid).sum() / valid.sum()
+    pixels, pairs = normalisers if normalisers is not None else semantic_counts(labels, ignore_index)
+    nll = -(picked.clamp_min(1e-6).log() * valid).sum() / pixels
     target = F.one_hot(index, len(present)).permute(0, 3, 1, 2).to(probs_k.dtype)
     weight = valid[:, None].to(probs_k.dtype)
     inter = (probs_k * target * weight).flatten(2).sum(-1)                               # [N, K]
     sums = ((probs_k + target) * weight).flatten(2).sum(-1)
     in_frame = (target * weight).flatten(2).sum(-1) > 0
     dice = 1 - (2 * inter + 1) / (sums + 1)
-    return nll + dice[in_frame].mean()
+    return nll + dice[in_frame].sum() / pairs
 
 
-def mask_normaliser(count: int, device: torch.device) -> float:
-    """What the mask losses of one process are divided by: its matched-mask `count`, or, in a distributed
-    run, the mean count over the processes (summed with all_reduce, divided by the world size), at least 1.
-    DDP averages the gradients of the processes, so with one shared normaliser the gradient is that of one
-    process holding the whole batch; each process's own count would weigh a mask more on a process that
-    holds fewer (Mask2Former normalises the same way)."""
+def semantic_counts(labels: torch.Tensor, ignore_index: int = 255) -> tuple[float, float]:
+    """(labelled pixels, (frame, class) pairs present) of label maps [N, H, W]: what `semantic_loss`
+    averages its cross-entropy and its dice over."""
+    valid = labels != ignore_index
+    pairs = sum(len(frame[ok].unique()) for frame, ok in zip(labels, valid, strict=True))
+    return float(valid.sum()), float(pairs)
+
+
+def shared_means(counts: list[float], device: torch.device) -> list[float]:
+    """What the losses of one process divide their sums by: each of `counts` (this process's matched masks,
+    class weights, labelled pixels, ...) at least 1, or in a distributed run the sum over the processes
+    (one all_reduce), at least 1, divided by the world size. DDP averages the processes' gradients, so
+    with these shared normalisers the gradient is that of one process holding the whole batch, however
+    the batch is split; each process's own counts would weigh an item more on a process that holds fewer
+    (Mask2Former normalises its mask losses the same way)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        total = torch.tensor([float(count)], device=device)
+        total = torch.tensor(counts, dtype=torch.float64, device=device)
         dist.all_reduce(total)
-        return max(total.item() / dist.get_world_size(), 1.0)
-    return float(max(count, 1))
+        world = dist.get_world_size()
+        return [max(value, 1.0) / world for value in total.tolist()]
+    return [max(float(value), 1.0) for value in counts]
 
 
 class SetCriterion(nn.Module):
@@ -174,13 +197,17 @@ class SetCriterion(nn.Module):
         return [(c.to(labels.device), m.to(dtype)) for c, m in targets]
 
     @torch.no_grad()
-    def match(self, prediction: dict[str, torch.Tensor], targets: list[tuple[torch.Tensor, torch.Tensor]]):
+    def match(self, prediction: dict[str, torch.Tensor], targets: list[tuple[torch.Tensor, torch.Tensor]],
+              draws: list[torch.Generator] | None = None):
         """Per frame, (query indices, target indices) minimising the matching cost; with cfg.match_copies k
-        each target index appears k times (k distinct queries), as far as the queries go round."""
+        each target index appears k times (k distinct queries), as far as the queries go round. `draws`: one
+        generator per frame for its sampled points (default: seeded from the global generator)."""
         cfg, out = self.cfg, []
-        for logits, masks, (classes, target_masks) in zip(prediction["pred_logits"], prediction["pred_masks"],
-                                                          targets, strict=True):
-            coords = torch.rand(1, cfg.train_points, 2, device=masks.device, dtype=masks.dtype)
+        masks_all = prediction["pred_masks"]
+        draws = draws if draws is not None else frame_generators(None, len(targets), masks_all.device)
+        for logits, masks, (classes, target_masks), gen in zip(prediction["pred_logits"], masks_all, targets,
+                                                                draws, strict=True):
+            coords = frame_rand([1], [gen], (cfg.train_points, 2), masks)
             pred = point_sample(masks, coords.expand(len(masks), -1, -1))                  # [Q, P]
             tgt = point_sample(target_masks, coords.expand(len(target_masks), -1, -1))     # [K, P]
             cost_class = -logits.softmax(-1)[:, classes]                                  # [Q, K]
@@ -196,45 +223,75 @@ class SetCriterion(nn.Module):
             out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols // copies, dtype=torch.long)))
         return out
 
-    def _losses(self, prediction, targets, num_masks: float):
-        """(class, mask, dice) losses of one prediction; the mask terms are summed over the matched masks
-        and divided by `num_masks`, the mean matched-mask count of a process (see `mask_normaliser`)."""
+    def _losses(self, prediction, targets, draws: list[torch.Generator], num_masks: float, class_total: float):
+        """(class, mask, dice) losses of one prediction. The mask terms are summed over the matched masks and
+        divided by `num_masks`, the class term summed over the queries (weighted) and divided by
+        `class_total`: the normalisers of `shared_means`. `draws`: each frame's generator."""
         cfg = self.cfg
         logits, masks = prediction["pred_logits"], prediction["pred_masks"]
-        matches = self.match(prediction, targets)
+        matches = self.match(prediction, targets, draws)
         target_classes = torch.full(logits.shape[:2], cfg.num_classes, dtype=torch.long, device=logits.device)
         src, tgt = [], []
         for frame, ((rows, cols), (classes, target_masks)) in enumerate(zip(matches, targets, strict=True)):
             target_classes[frame, rows] = classes[cols]
             src.append(masks[frame, rows])
             tgt.append(target_masks[cols])
-        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight)
+        loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, weight=self.class_weight,
+                                  reduction="sum") / class_total
         src_masks, tgt_masks = torch.cat(src), torch.cat(tgt)
         with torch.no_grad():
-            coords = _uncertain_points(src_masks, cfg.train_points, cfg.oversample, cfg.importance)
+            coords = _uncertain_points(src_masks, cfg.train_points, cfg.oversample, cfg.importance,
+                                       [len(rows) for rows, _ in matches], draws)
             labels = point_sample(tgt_masks, coords)
         point_logits = point_sample(src_masks, coords)
         loss_mask = F.binary_cross_entropy_with_logits(point_logits, labels, reduction="none").mean(1).sum() / num_masks
         loss_dice = dice_loss(point_logits, labels) / num_masks
         return loss_ce, loss_mask, loss_dice
 
+    def _counts(self, targets: list[tuple[torch.Tensor, torch.Tensor]], queries: int, labels: torch.Tensor,
+                ) -> list[float]:
+        """This batch's sums the losses are averaged over: matched masks, the class weights of all queries
+        (matched ones weigh 1, the others `no_object_weight`), and, with the semantic loss, its labelled
+        pixels and present (frame, class) pairs (`semantic_counts`)."""
+        matched = [self._matched(len(classes), queries) for classes, _ in targets]
+        class_total = sum(m + (queries - m) * self.cfg.no_object_weight for m in matched)
+        counts = [float(sum(matched)), float(class_total)]
+        if self.cfg.semantic_weight > 0:
+            counts += semantic_counts(labels, self.ignore_index)
+        return counts
+
     def forward(self, predictions: list[dict[str, torch.Tensor]], labels: torch.Tensor, has_gt: torch.Tensor,
-                regions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                regions: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """See the class; `seeds` int64 [B*T]: each frame's seed for the points its losses sample (one
+        generator per frame, so the draws do not depend on how frames are batched or split among
+        processes); default: drawn from the global generator."""
         keep = has_gt.nonzero().flatten()
         targets = self._targets(labels, keep, regions, predictions[0]["pred_masks"].dtype)
         queries = predictions[0]["pred_logits"].shape[1]
         # every process reaches this collective, annotated frames or not
-        num_masks = mask_normaliser(sum(self._matched(len(c), queries) for c, _ in targets), labels.device)
+        num_masks, class_total, *semantic = shared_means(self._counts(targets, queries, labels[keep]),
+                                                         labels.device)
         if len(keep) == 0:  # nothing annotated: a zero that still belongs to the graph
             zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() for p in predictions) * 0.0
             return {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
+        kept_seeds = seeds[keep.to(seeds.device)].tolist() if seeds is not None else None
+        draws = frame_generators(kept_seeds, len(keep), predictions[0]["pred_masks"].device)
         total = 0.0
         for prediction in predictions:
             selected = {k: v[keep] for k, v in prediction.items()}
-            loss_ce, loss_mask, loss_dice = self._losses(selected, targets, num_masks)
+            loss_ce, loss_mask, loss_dice = self._losses(selected, targets, draws, num_masks, class_total)
             total = total + self.cfg.class_weight * loss_ce + self.cfg.mask_weight * loss_mask \
                 + self.cfg.dice_weight * loss_dice
             if self.cfg.semantic_weight > 0:
-                total = total + self.cfg.semantic_weight * semantic_loss(selected, labels[keep], self.ignore_index)
+                total = total + self.cfg.semantic_weight * semantic_loss(selected, labels[keep], self.ignore_index,
+                                                                         tuple(semantic))
         return {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
                 "loss_dice": loss_dice.detach()}
+
+
+def frame_generators(seeds: list[int] | None, count: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per frame on `device`, seeded with `seeds` (default: `count` seeds drawn from the
+    global generator)."""
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (count,)).tolist()
+    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]

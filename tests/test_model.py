@@ -369,17 +369,18 @@ def _ddp_losses(rank: int, port: int, out: str) -> None:
         torch.rand = _grid_rand
         prediction, labels, has_gt = _ddp_batch()
         half = slice(0, 2) if rank == 0 else slice(2, 4)   # rank 0: 2 annotated frames, rank 1: one
-        crit = SetCriterion(get_config("tiny", num_classes=3, train_points=64))
+        crit = SetCriterion(get_config("tiny", num_classes=3, train_points=64, semantic_weight=5.0))
         losses = crit([{k: v[half] for k, v in prediction.items()}], labels[half], has_gt[half])
         torch.save({k: v.detach() for k, v in losses.items()}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_give_the_one_process_mask_losses(tmp_path, monkeypatch) -> None:
-    """DDP averages the processes' gradients; with the matched-mask count averaged over the processes the
-    mask and dice losses, averaged over 2 processes, equal those of one process holding the whole batch,
-    even when the processes hold different numbers of masks (here 2 and 1)."""
+def test_two_processes_give_the_one_process_losses(tmp_path, monkeypatch) -> None:
+    """DDP averages the processes' gradients; with the counts the losses divide by (matched masks, class
+    weights, labelled pixels) summed over the processes, every loss averaged over 2 processes equals that
+    of one process holding the whole batch, even when the processes hold different numbers of masks and
+    frames (here 2 and 1)."""
     import torch.multiprocessing as mp
 
     from components.common import free_ports
@@ -388,10 +389,12 @@ def test_two_processes_give_the_one_process_mask_losses(tmp_path, monkeypatch) -
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     monkeypatch.setattr(torch, "rand", _grid_rand)
     prediction, labels, has_gt = _ddp_batch()
-    one = SetCriterion(get_config("tiny", num_classes=3, train_points=64))([prediction], labels, has_gt)
-    for key in ("loss_mask", "loss_dice"):
+    one = SetCriterion(get_config("tiny", num_classes=3, train_points=64, semantic_weight=5.0))(
+        [prediction], labels, has_gt)
+    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, one["loss"], rtol=1e-5, atol=1e-6)
+    for key in ("loss_mask", "loss_dice", "loss_ce"):
         both = (ranks[0][key] + ranks[1][key]) / 2
         torch.testing.assert_close(both, one[key], rtol=1e-5, atol=1e-6)
-        # each process's own count (2 and 1) would not: the shared count (1.5) is what makes them equal
+        # each process's own counts (in the ratio 2 : 1) would not: the shared mean (1.5) makes them equal
         own = (ranks[0][key] * 1.5 / 2 + ranks[1][key] * 1.5 / 1) / 2
         assert not torch.isclose(own, one[key], rtol=1e-3), key

@@ -209,7 +209,25 @@ def training_batch(cfg: TrainConfig, dataset: ClipDataset, index: list[int], ste
     if cfg.flip or cfg.max_zoom > 1:
         samples = [augment(x, clip_draws(cfg.seed, step, i), cfg.flip, cfg.max_zoom)
                    for x, i in zip(samples, index, strict=True)]
-    return collate(samples)
+    batch = collate(samples)
+    # stream 3: each frame's seed for the points the criterion samples on it
+    batch["seeds"] = torch.tensor([frame_seed(cfg.seed, step, i, t) for x, i in zip(samples, index, strict=True)
+                                   for t in range(len(x.has_gt))], dtype=torch.int64)
+    return batch
+
+
+def frame_seed(seed: int, step: int, clip: int, frame: int) -> int:
+    """The seed of the criterion's random points on one frame (its place in the clip's training window) of
+    one clip at one step: a function of these only, so one process and several draw the same points."""
+    return int(np.random.SeedSequence([seed, step, clip, 3, frame]).generate_state(1)[0])
+
+
+def shard(index: list[int], rank: int, world: int) -> tuple[list[int], bool]:
+    """This process's clips of a step's batch `index` (clips rank, rank + world, ...) and whether it holds
+    any. A process left without one (a batch smaller than the world) computes the batch's first clip with
+    no frame annotated: a zero loss that still takes part in DDP's gradient exchange."""
+    mine = index[rank::world]
+    return (mine, True) if mine else (index[:1], False)
 
 
 @dataclass
@@ -319,19 +337,26 @@ def validate(run: Run) -> None:
 
 def train_step(run: Run, order: list[list[int]], autocast: torch.autocast) -> float:
     """One optimiser step over `cfg.accumulate` batches from `order` at the current position; returns its
-    loss and advances the progress (step, position, curve)."""
+    loss and advances the progress (step, position, curve). Under DDP every process takes its share of each
+    batch (`shard`); with the criterion's shared normalisers the averaged gradient, and so the step, is
+    that of one process computing the whole batch."""
     cfg, progress = run.cfg, run.progress
     run.optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for micro in range(cfg.accumulate):
-        index = order[(progress.position + micro) % len(order)]
+        index, holds = shard(order[(progress.position + micro) % len(order)], run.rank, run.world)
         batch = training_batch(cfg, run.train_set, index, progress.step)
+        has_gt = batch["has_gt"] if holds else torch.zeros_like(batch["has_gt"])
         with autocast:
             preds = run_model(run.model, batch, run.device)
-            loss = run.criterion(preds, batch["labels"].to(run.device), batch["has_gt"].to(run.device),
-                                 batch["regions"].to(run.device))["loss"]
+            loss = run.criterion(preds, batch["labels"].to(run.device), has_gt.to(run.device),
+                                 batch["regions"].to(run.device), batch["seeds"])["loss"]
         (loss / cfg.accumulate).backward()
         total += loss.item() / cfg.accumulate
+    if run.world > 1:  # the step's loss: the mean of the processes' (see model.criterion.shared_means)
+        summed = torch.tensor([total], dtype=torch.float64, device=run.device)
+        dist.all_reduce(summed)
+        total = summed.item() / run.world
     if cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad, foreach=True)
     run.optimizer.step()
@@ -343,8 +368,9 @@ def train_step(run: Run, order: list[list[int]], autocast: torch.autocast) -> fl
 
 
 def run_steps(run: Run, show_progress: bool = True) -> None:
-    """Phase 2: train until `cfg.steps`, epoch by epoch (each process its share of the epoch's batches),
-    validating every `val_every` and checkpointing every `checkpoint_every` steps and at the end."""
+    """Phase 2: train until `cfg.steps`, epoch by epoch (every process steps through the same batches, each
+    computing its share of every batch; see `train_step`), validating every `val_every` and checkpointing
+    every `checkpoint_every` steps and at the end."""
     from tqdm import tqdm
 
     cfg, progress = run.cfg, run.progress
@@ -355,7 +381,6 @@ def run_steps(run: Run, show_progress: bool = True) -> None:
     while progress.step < cfg.steps:
         order = batches(run.train_set, cfg.batch_clips,
                         torch.Generator().manual_seed(cfg.seed * 1000 + progress.epoch), cfg.frames)
-        order = order[run.rank::run.world][: len(order) // run.world] if run.world > 1 else order
         while progress.position < len(order) and progress.step < cfg.steps:
             total = train_step(run, order, autocast)
             bar.update(1)
