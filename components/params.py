@@ -127,8 +127,8 @@ class TrainParams:
 
     preset: str = "tiny"
     input_size: int = 64
-    batch_clips: int = 4
-    frames: int = 3
+    batch_clips: int = 6
+    frames: int = 2
     accumulate: int = 1
     lr: float = 0.001
     weight_decay: float = 0.05
