@@ -516,13 +516,15 @@ def test_a_batch_of_different_requests_gives_each_its_own_answer(server: dict) -
     def send(i: int) -> None:
         together[i] = _post(server, bodies[i], "video/mp4")
 
-    for _ in range(3):   # the batch forms within max_batch_delay_ms (300 ms): retry a round that raced past it
+    # the batch forms within max_batch_delay_ms (300 ms): retry a round that raced past it. "requests" counts
+    # the requests of the handler call (clips of different lengths then run in different model batches)
+    for _ in range(5):
         threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
-        if max(a["timings_ms"]["batch"] for s, a in together if s == 200) >= 2:
+        if max(a["timings_ms"]["requests"] for s, a in together if s == 200) >= 3:
             break
     else:
         pytest.fail("the requests were never batched together: nothing was compared")

@@ -99,6 +99,7 @@ class AVSHandler:
                 for (i, request), result in zip(parsed, results, strict=True):
                     answers[i] = encode_result(result, request, self.model_info)
                     answers[i]["timings_ms"]["handler"] = round((time.perf_counter() - start) * 1000, 2)
+                    answers[i]["timings_ms"]["requests"] = len(data)  # TorchServe's batch: this call's requests
                     self._log_drift(request, result, context, i)
             except Exception as exc:
                 log.exception("avs handler: prediction failed")
