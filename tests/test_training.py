@@ -116,6 +116,16 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", weights_only=False)["model"]
 
 
+def _train_two_processes(ws: dict[str, Path], out: Path, extra: tuple[str, ...], gpus: bool) -> None:
+    """Stage 1 for 4 steps under torchrun with 2 processes (gloo, or NCCL with `gpus`); checks it ran."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(free_ports(1)[0]), "-m", "components.cli", *_train_cmd(ws, out, extra=extra)[3:]]
+    proc = subprocess.run(cmd, env=_env(gpus=gpus), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
+
+
 def test_two_gloo_processes_train_the_weights_of_one(workspace: dict[str, Path], tmp_path: Path) -> None:
     """`train.batch_clips` is the global batch: 2 processes (torchrun, gloo), each computing its share of
     every batch, end with the weights and losses of 1 process computing whole batches. 3 clips per batch
@@ -125,13 +135,7 @@ def test_two_gloo_processes_train_the_weights_of_one(workspace: dict[str, Path],
     extra = ("--steps", "4", "--set", "train.batch_clips=3", "--set", "train.model.audio_frozen=true")
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_train_cmd(workspace, one, extra=extra), env=_env(), check=True, capture_output=True)
-    port = str(free_ports(1)[0])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "components.cli", *_train_cmd(workspace, two, extra=extra)[3:]]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((two / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 4 and (two / "best.pt").is_file()
+    _train_two_processes(workspace, two, extra, gpus=False)
     a, b = _weights(one), _weights(two)
     for name, tensor in a.items():
         torch.testing.assert_close(b[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
@@ -141,14 +145,7 @@ def test_two_gloo_processes_train_the_weights_of_one(workspace: dict[str, Path],
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
 def test_two_process_nccl_ddp(workspace: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
-    port = str(free_ports(1)[0])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-           "-m", "components.cli", *_train_cmd(workspace, out, extra=("--steps", "4"))[3:]]
-    proc = subprocess.run(cmd, env=_env(gpus=True), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 4 and (out / "best.pt").is_file()
+    _train_two_processes(workspace, tmp_path / "ddp", ("--steps", "4"), gpus=True)
 
 
 def test_stage_two_and_evaluation(workspace: dict[str, Path], stage1: Path, capsys) -> None:
