@@ -141,6 +141,7 @@ class TrainParams:
     audio_swap: bool = False
     flip: bool = True
     max_zoom: float = 1.5
+    repeat: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=lambda: {
         "audio_frozen": True, "semantic_weight": 5.0, "region_targets": True})
 
@@ -152,6 +153,8 @@ class TrainParams:
         _range(self.frames, "frames", 0, rule="must be >= 0 (0: every frame)")
         for name in ("batch_clips", "accumulate", "checkpoint_every", "val_every"):
             _range(getattr(self, name), name, 1, rule="must be >= 1")
+        for subset, times in self.repeat.items():
+            _range(times, f"repeat.{subset}", 1, rule="must be >= 1 (times each clip of the subset comes per epoch)")
         from model.config import ModelConfig
 
         hints = typing.get_type_hints(ModelConfig)
@@ -169,11 +172,16 @@ class TrainStage1Params:
     steps: int = 600
     audio_pretrain_steps: int = 300
     audio_pretrain_sources: int = 3
+    audio_pretrain_head: str = "mean"
 
     def check(self) -> None:
         _range(self.steps, "steps", 1, rule="must be >= 1")
         _range(self.audio_pretrain_steps, "audio_pretrain_steps", 0, rule="must be >= 0 (0: off)")
         _range(self.audio_pretrain_sources, "audio_pretrain_sources", 1, rule="must be >= 1 (1: single sounds)")
+        from components.train.audio_pretrain import AUDIO_HEADS
+
+        if self.audio_pretrain_head not in AUDIO_HEADS:
+            raise ValueError(f"audio_pretrain_head={self.audio_pretrain_head!r}: expected one of {AUDIO_HEADS}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ class ModelConfig:
     per-pixel class probabilities that evaluation reads (`semantic_map`); 0 (the papers' recipe) is off.
     match_copies: queries matched to each target (1: one-to-one, the papers' Hungarian matching; k > 1:
     each target matched to k queries).
-    region_targets: one target per maskige region (see `criterion.region_targets`) instead of one per class.
+    region_targets: one target per maskige region (see `criterion.region_targets`) instead of one per class;
+    region_classes: "all" (every region a target) or "silent" (only regions of class 0; the sounding
+    classes stay one target per class).
     """
 
     backbone: str = "pvt_v2_b5"
@@ -73,6 +75,7 @@ class ModelConfig:
     semantic_weight: float = 0.0
     match_copies: int = 1
     region_targets: bool = False
+    region_classes: str = "all"
 
     @property
     def audio_tokens(self) -> int:
@@ -86,7 +89,7 @@ class ModelConfig:
     def check(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
         choices = {"gtavm": ("before", "after", "off"), "queries": ("ntavs", "aavs", "trivial"),
-                   "audio_input": ("logmel", "classes")}
+                   "audio_input": ("logmel", "classes"), "region_classes": ("all", "silent")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {allowed}")

@@ -36,7 +36,7 @@ def semantic_targets(labels: torch.Tensor, ignore_index: int = 255) -> tuple[tor
 
 
 def region_targets(labels: torch.Tensor, regions: torch.Tensor, ignore_index: int = 255,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   split_sounding: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One target per region of the frame's class-agnostic masks (the maskige), instead of one per class.
 
     labels int [H, W] (class per pixel, `ignore_index` for none); regions int [H, W] (region id per pixel,
@@ -55,6 +55,8 @@ def region_targets(labels: torch.Tensor, regions: torch.Tensor, ignore_index: in
         if region == 0 or not inside.any():
             continue
         cls = int(labels[inside].bincount().argmax())
+        if cls and not split_sounding:
+            continue
         mask = inside & (labels == cls)
         classes.append(cls)
         masks.append(mask)
@@ -191,7 +193,8 @@ class SetCriterion(nn.Module):
         if self.cfg.region_targets:
             if regions is None:
                 raise ValueError("this criterion uses region targets (cfg.region_targets): pass regions [B*T, H, W]")
-            targets = [region_targets(labels[i], regions[i], self.ignore_index) for i in keep.tolist()]
+            targets = [region_targets(labels[i], regions[i], self.ignore_index,
+                                      self.cfg.region_classes == "all") for i in keep.tolist()]
         else:
             targets = [semantic_targets(labels[i], self.ignore_index) for i in keep.tolist()]
         return [(c.to(labels.device), m.to(dtype)) for c, m in targets]

@@ -203,6 +203,9 @@ def test_region_targets_split_each_class_into_its_regions() -> None:
     # sounding pixel left over in the backdrop region, the silent object, the rest of the backdrop
     no_regions = region_targets(labels, torch.zeros_like(regions))
     assert sorted(no_regions[0].tolist()) == [0, 1]                 # no regions: one target per class
+    silent_only = region_targets(labels, regions, split_sounding=False)   # region_classes "silent"
+    by_area = {int(m.sum()): int(c) for c, m in zip(*silent_only, strict=True)}
+    assert by_area == {29: 1, 8: 0, 215: 0}  # A, B and the leftover pixel one sounding target; silent split
 
 
 def test_one_to_many_matching_gives_each_target_k_queries() -> None:

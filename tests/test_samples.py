@@ -57,6 +57,11 @@ def test_batches_group_clips_by_their_windowed_length(tiny_data, tmp_path) -> No
     windows = batches(dataset, 4, torch.Generator().manual_seed(0), frames=3)
     assert sorted(i for b in windows for i in b) == list(range(len(dataset)))
     assert sum(len(b) == 4 for b in windows) >= sum(len(b) == 4 for b in whole)  # one group: fuller batches
+    twice = batches(dataset, 4, torch.Generator().manual_seed(0), frames=3, repeat={"ms3": 2})
+    seen = [i for b in twice for i in b]
+    for i, clip in enumerate(dataset.clips):                          # MS3 clips twice an epoch, others once
+        assert seen.count(i) == (2 if clip.subset == "ms3" else 1), clip.key
+    assert batches(dataset, 4, torch.Generator().manual_seed(0), frames=3, repeat={}) == windows
 
 
 def test_the_label_oracle_hears_the_sounding_classes(tiny_data) -> None:

@@ -23,6 +23,7 @@ from model.audio import AudioTransformer
 
 SCALES = len(NTAVS_WINDOWS)  # log-mel scales per second
 MIN_GAIN = 0.35              # relative loudness of a mixed-in source, drawn in [MIN_GAIN, 1]
+AUDIO_HEADS = ("mean", "tokens")  # what the pretraining head reads (`pretrain_audio`)
 
 
 def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
@@ -90,10 +91,12 @@ class SoundMixer:
 
 
 def _logits(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, device: torch.device,
-            chunk: int = 256) -> torch.Tensor:
+            chunk: int = 256, per_token: bool = False) -> torch.Tensor:
+    """The head's logits [N, C] on the mean token of each example of x [N, 96, 64], or per token [N, 24, C]."""
     transformer.eval()
     with torch.no_grad():
-        return torch.cat([head(transformer(x[i:i + chunk].to(device)).mean(1)).cpu() for i in range(0, len(x), chunk)])
+        tokens = [transformer(x[i:i + chunk].to(device)) for i in range(0, len(x), chunk)]
+        return torch.cat([head(t if per_token else t.mean(1)).cpu() for t in tokens])
 
 
 def _single_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -109,16 +112,22 @@ def _mixture_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_set: ClipDataset, steps: int,
                    lr: float, seed: int, device: torch.device, batch: int = 64, max_sources: int = 3,
-                   ) -> dict[str, float | None]:
+                   head_reads: str = "mean") -> dict[str, float | None]:
     """Train `transformer` in place (weights and BatchNorm statistics) to name the S4 categories it hears.
 
     train_set / val_set: S4 clips (stage-1 datasets restricted to S4). AdamW, constant lr, `batch`
     mixtures of up to `max_sources` sounds per step (`SoundMixer`; 1: single sounds only), drawn with a
     generator seeded by `seed` (same seed, same machine: same weights). Returns {"categories",
     "train_accuracy", "val_accuracy" (single sounds, top class), "val_mixture_accuracy" (256 val mixtures,
-    the k top classes are the k sources); both None without val clips of a known category}. Parameters
-    frozen on entry are trained here and frozen again on return.
+    the k top classes are the k sources), "val_token_accuracy" (single sounds, the head on each token
+    alone); the val figures None without val clips of a known category}. Parameters
+    frozen on entry are trained here and frozen again on return. head_reads: "mean" (the head reads the
+    mean token, as an AudioSet classifier does) or "tokens" (the loss asks every token to name every
+    source, so each token the queries are made from carries the whole mixture; the reports read the
+    mean either way).
     """
+    if head_reads not in AUDIO_HEADS:
+        raise StepError(f"audio pretraining: head_reads={head_reads!r}, expected one of {AUDIO_HEADS}")
     if max_sources < 1:
         raise StepError(f"audio pretraining: max_sources={max_sources} must be >= 1")
     x, y, categories = category_examples(train_set)
@@ -136,7 +145,12 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     for _ in range(steps):
         transformer.train()
         mixed, target = mixer.draw(batch, max_sources, draws)
-        loss = F.binary_cross_entropy_with_logits(head(transformer(mixed.to(device)).mean(1)), target.to(device))
+        tokens = transformer(mixed.to(device))                                   # [batch, 24, dim]
+        if head_reads == "tokens":  # every token names every source, not only their mean
+            logits, target = head(tokens), target[:, None].expand(-1, tokens.shape[1], -1)
+        else:
+            logits = head(tokens.mean(1))
+        loss = F.binary_cross_entropy_with_logits(logits, target.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,10 +159,13 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     report: dict[str, float | None] = {
         "categories": float(len(categories)),
         "train_accuracy": _single_accuracy(_logits(transformer, head, x, device), y),
-        "val_accuracy": None, "val_mixture_accuracy": None}
+        "val_accuracy": None, "val_mixture_accuracy": None, "val_token_accuracy": None}
     if vx is not None:
         vmix, vtarget = SoundMixer(vx, vy, len(categories)).draw(256, max(max_sources, 2),
                                                                  torch.Generator().manual_seed(seed + 1))
         report["val_accuracy"] = _single_accuracy(_logits(transformer, head, vx, device), vy)
         report["val_mixture_accuracy"] = _mixture_accuracy(_logits(transformer, head, vmix, device), vtarget)
+        per_token = _logits(transformer, head, vx, device, per_token=True)              # [N, 24, C]
+        report["val_token_accuracy"] = _single_accuracy(per_token.flatten(0, 1),
+                                                        vy.repeat_interleave(per_token.shape[1]))
     return report

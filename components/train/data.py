@@ -205,10 +205,14 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]
     return out
 
 
-def batches(dataset: ClipDataset, batch_clips: int, generator: torch.Generator, frames: int = 0) -> list[list[int]]:
-    """One epoch's batches: shuffled, grouped so every batch holds clips with the same frame count once cut
-    to windows of `frames` (0: whole clips; see `frame_window`)."""
-    order = torch.randperm(len(dataset), generator=generator).tolist()
+def batches(dataset: ClipDataset, batch_clips: int, generator: torch.Generator, frames: int = 0,
+            repeat: dict[str, int] | None = None) -> list[list[int]]:
+    """One epoch's batches of clip indices: shuffled, grouped so every batch holds clips with the same frame
+    count once cut to windows of `frames` (0: whole clips; see `frame_window`). `repeat`: subset -> times
+    each of its clips comes in the epoch (default once)."""
+    times = [(repeat or {}).get(clip.subset, 1) for clip in dataset.clips]
+    pool = [i for i, count in enumerate(times) for _ in range(count)]
+    order = [pool[j] for j in torch.randperm(len(pool), generator=generator).tolist()]
     groups: dict[int, list[int]] = {}
     for i in order:
         count = dataset.clips[i].num_frames

@@ -48,7 +48,8 @@ class TrainConfig:
     with poly decay; checkpoint_every / val_every: steps between checkpoints / val passes; audio_swap:
     ablation, every clip hears another's audio; flip, max_zoom: augmentation; audio_pretrain_steps /
     audio_pretrain_sources: stage 1's audio pretraining (0 steps: off; always 0 in stage 2, which starts
-    from stage 1); prior_truth: stage 2's share of clips whose prior is the ground truth.
+    from stage 1); prior_truth: stage 2's share of clips whose prior is the ground truth; repeat:
+    subset -> times each of its clips comes per epoch (e.g. {"ms3": 2}; default once).
     """
 
     stage: int
@@ -73,6 +74,8 @@ class TrainConfig:
     audio_pretrain_sources: int
     prior_truth: float
     model: dict[str, Any] = field(default_factory=dict)
+    repeat: dict[str, int] = field(default_factory=dict)
+    audio_pretrain_head: str = "mean"
 
     def fingerprint(self, *inputs: Any) -> str:
         """Key of a run: these settings plus `inputs` (JSON-able: the resolved network config, the
@@ -80,6 +83,9 @@ class TrainConfig:
         settings = asdict(self)
         if self.stage == 1:  # stage 1 has no prior: a stage-2 prior setting must not retrain it
             settings.pop("prior_truth")
+        for name, default in (("repeat", {}), ("audio_pretrain_head", "mean")):
+            if settings[name] == default:  # runs keyed before the setting existed keep their key
+                settings.pop(name)
         return hashlib.sha256(json.dumps([settings, *inputs], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -140,7 +146,8 @@ def train_config(params: Params, stage: int, **changes: Any) -> TrainConfig:
     one, two = params.train_stage1, params.train_stage2
     per_stage = {"steps": one.steps if stage == 1 else two.steps,
                  "audio_pretrain_steps": one.audio_pretrain_steps if stage == 1 else 0,
-                 "audio_pretrain_sources": one.audio_pretrain_sources, "prior_truth": two.prior_truth}
+                 "audio_pretrain_sources": one.audio_pretrain_sources, "prior_truth": two.prior_truth,
+                 "audio_pretrain_head": one.audio_pretrain_head}
     cfg = TrainConfig(stage=stage, **common, **per_stage)
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
@@ -165,7 +172,7 @@ def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features
         raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
                         f"categories it learns ({exc}); set it to 0") from exc
     return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device,
-                          max_sources=cfg.audio_pretrain_sources)
+                          max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head)
 
 
 def make_model(cfg: TrainConfig, initial_weights: bool = True) -> torch.nn.Module:
@@ -380,7 +387,8 @@ def run_steps(run: Run, show_progress: bool = True) -> None:
     run.model.train()
     while progress.step < cfg.steps:
         order = batches(run.train_set, cfg.batch_clips,
-                        torch.Generator().manual_seed(cfg.seed * 1000 + progress.epoch), cfg.frames)
+                        torch.Generator().manual_seed(cfg.seed * 1000 + progress.epoch), cfg.frames,
+                        cfg.repeat)
         while progress.position < len(order) and progress.step < cfg.steps:
             total = train_step(run, order, autocast)
             bar.update(1)
