@@ -76,7 +76,8 @@ def run_variant(name: str, change: dict, base1: TrainConfig, base2: TrainConfig,
         cfg2 = dataclasses.replace(cfg2, steps=steps, model={**cfg2.model, "prior": False},
                                    audio_pretrain_steps=cfg1.audio_pretrain_steps,
                                    audio_pretrain_sources=cfg1.audio_pretrain_sources,
-                                   audio_pretrain_head=cfg1.audio_pretrain_head)
+                                   audio_pretrain_head=cfg1.audio_pretrain_head,
+                                   audio_pretrain_avss=cfg1.audio_pretrain_avss)
         train(cfg2, data, features, folder / "stage2")
         return evaluate(data, features, stage1=None, stage2=folder / "stage2" / "best.pt", priors=None,
                         out=folder / "report", metrics_path=folder / "metrics.json")

@@ -173,6 +173,7 @@ class TrainStage1Params:
     audio_pretrain_steps: int = 300
     audio_pretrain_sources: int = 3
     audio_pretrain_head: str = "mean"
+    audio_pretrain_avss: bool = False
 
     def check(self) -> None:
         _range(self.steps, "steps", 1, rule="must be >= 1")

@@ -317,6 +317,44 @@ def test_a_head_on_every_token_teaches_each_token_to_name_the_sound(workspace: d
                        head_reads="first")
 
 
+def test_the_avss_seconds_are_named_by_the_classes_their_labels_paint(workspace: dict[str, Path]) -> None:
+    """`labelled_seconds`: each AVSS second whose label paints only S4 categories, at its 3 scales, with the
+    multi-hot of what it paints; other seconds left out. Pretraining with them still learns the S4 sounds."""
+    from components.avsbench.classes import AVSS_CLASSES, S4_CATEGORY_TO_AVSS
+    from components.avsbench.reader import read_target
+    from components.train.audio_pretrain import category_examples, labelled_seconds, pretrain_audio
+    from components.train.data import ClipDataset
+    from model.audio import AudioTransformer
+
+    s4 = [ClipDataset(workspace["data"], workspace["features"], 1, split, 64, subsets=("s4",))
+          for split in ("train", "val")]
+    categories = category_examples(s4[0])[2]
+    known = {AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[c]): i for i, c in enumerate(categories)}
+    avss = ClipDataset(workspace["data"], workspace["features"], 1, "train", 64, subsets=("avss",))
+    x, targets = labelled_seconds(avss, categories)
+    expected, left_out = [], 0
+    for files in avss.clips:
+        audio = avss.read_audio(files)
+        for t in range(files.num_frames):
+            label = read_target(files, t)
+            painted = set(label.flatten().tolist()) - {0} if label is not None else set()
+            if painted and painted <= known.keys():
+                hot = torch.zeros(len(categories))
+                hot[[known[c] for c in painted]] = 1
+                expected += [(audio[t, s], hot) for s in range(audio.shape[1])]
+            else:
+                left_out += 1
+    assert left_out > 0 and len(expected) > 0          # the tiny v2 clips use classes beyond the S4 ones
+    assert len(x) == len(targets) == len(expected) and x.shape[1:] == (96, 64)
+    for (mel, hot), got_mel, got_hot in zip(expected, x, targets, strict=True):
+        assert torch.equal(mel, got_mel) and torch.equal(hot, got_hot)
+    assert targets.sum(1).max() >= 2                    # real mixtures among them
+    torch.manual_seed(0)
+    report = pretrain_audio(AudioTransformer(64, 2, 2, 16), *s4, steps=60, lr=1e-3, seed=5,
+                            device=torch.device("cpu"), batch=32, heard=(x, targets))
+    assert report["train_accuracy"] >= 0.9, report
+
+
 def test_pretraining_mixtures_name_every_source_and_keep_single_sounds_unchanged() -> None:
     from components.train.audio_pretrain import SoundMixer
 

@@ -12,6 +12,7 @@ thrown away. With real CED weights (`train.model.audio_weights`) leave it off.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +48,41 @@ def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
     if not examples:
         raise StepError(f"audio pretraining: no S4 clips of categories {categories} in the {dataset.split} split")
     return torch.cat(examples), torch.cat(labels), categories
+
+
+def labelled_seconds(dataset: ClipDataset, categories: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The AVSS clips' heard mixtures: every annotated second whose label map paints only classes of
+    `categories` (S4 category names), at each log-mel scale, with those categories as its multi-hot.
+
+    AVSS labels paint the sounding objects by class, so a second of a multi-source clip (v1m, v2) is a
+    real mixture with its sources named. Seconds that paint nothing (nothing seen sounding) or a class
+    outside the categories (its target would be incomplete) are left out. Returns (examples float
+    [N, 96, 64], scale i % 3; targets float [N, len(categories)]), both empty without such seconds.
+    """
+    from components.avsbench.classes import AVSS_CLASSES, S4_CATEGORY_TO_AVSS
+    from components.avsbench.reader import read_target
+
+    column = {AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[name]): i for i, name in enumerate(categories)}
+    examples, targets = [], []
+    for files in dataset.clips:
+        if files.subset != "avss":
+            continue
+        audio = None
+        for t in range(files.num_frames):
+            label = read_target(files, t)
+            painted = set(np.unique(label).tolist()) - {0} if label is not None else set()
+            if not painted or not painted <= column.keys():
+                continue
+            audio = dataset.read_audio(files) if audio is None else audio       # [seconds, scales, 96, 64]
+            if t >= len(audio):
+                continue
+            hot = torch.zeros(len(categories))
+            hot[[column[c] for c in painted]] = 1.0
+            examples.append(audio[t])
+            targets.append(hot.expand(len(audio[t]), -1))
+    if not examples:
+        return torch.zeros(0, 96, 64), torch.zeros(0, len(categories))
+    return torch.cat(examples), torch.cat(targets)
 
 
 class SoundMixer:
@@ -112,7 +148,8 @@ def _mixture_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_set: ClipDataset, steps: int,
                    lr: float, seed: int, device: torch.device, batch: int = 64, max_sources: int = 3,
-                   head_reads: str = "mean") -> dict[str, float | None]:
+                   head_reads: str = "mean", heard: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   ) -> dict[str, float | None]:
     """Train `transformer` in place (weights and BatchNorm statistics) to name the S4 categories it hears.
 
     train_set / val_set: S4 clips (stage-1 datasets restricted to S4). AdamW, constant lr, `batch`
@@ -124,7 +161,8 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     frozen on entry are trained here and frozen again on return. head_reads: "mean" (the head reads the
     mean token, as an AudioSet classifier does) or "tokens" (the loss asks every token to name every
     source, so each token the queries are made from carries the whole mixture; the reports read the
-    mean either way).
+    mean either way). heard: (examples [N, 96, 64], multi-hot [N, categories]) of real mixtures
+    (`labelled_seconds`); when given and not empty, half of each batch is drawn from them.
     """
     if head_reads not in AUDIO_HEADS:
         raise StepError(f"audio pretraining: head_reads={head_reads!r}, expected one of {AUDIO_HEADS}")
@@ -145,6 +183,10 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     for _ in range(steps):
         transformer.train()
         mixed, target = mixer.draw(batch, max_sources, draws)
+        if heard is not None and len(heard[0]):
+            half = torch.randint(len(heard[0]), (batch // 2,), generator=draws)
+            mixed = torch.cat([mixed[: batch - len(half)], heard[0][half]])
+            target = torch.cat([target[: batch - len(half)], heard[1][half]])
         tokens = transformer(mixed.to(device))                                   # [batch, 24, dim]
         if head_reads == "tokens":  # every token names every source, not only their mean
             logits, target = head(tokens), target[:, None].expand(-1, tokens.shape[1], -1)

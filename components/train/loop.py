@@ -20,7 +20,7 @@ from components.avsbench.layout import logmel_file
 from components.common import StepError, write_json_atomic
 from components.params import Params
 from components.train import checkpoint as ckpt
-from components.train.audio_pretrain import pretrain_audio
+from components.train.audio_pretrain import category_examples, labelled_seconds, pretrain_audio
 from components.train.augment import augment
 from components.train.data import (
     ClipDataset,
@@ -76,6 +76,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)
     repeat: dict[str, int] = field(default_factory=dict)
     audio_pretrain_head: str = "mean"
+    audio_pretrain_avss: bool = False
 
     def fingerprint(self, *inputs: Any) -> str:
         """Key of a run: these settings plus `inputs` (JSON-able: the resolved network config, the
@@ -83,7 +84,7 @@ class TrainConfig:
         settings = asdict(self)
         if self.stage == 1:  # stage 1 has no prior: a stage-2 prior setting must not retrain it
             settings.pop("prior_truth")
-        for name, default in (("repeat", {}), ("audio_pretrain_head", "mean")):
+        for name, default in (("repeat", {}), ("audio_pretrain_head", "mean"), ("audio_pretrain_avss", False)):
             if settings[name] == default:  # runs keyed before the setting existed keep their key
                 settings.pop(name)
         return hashlib.sha256(json.dumps([settings, *inputs], sort_keys=True).encode()).hexdigest()[:16]
@@ -147,7 +148,7 @@ def train_config(params: Params, stage: int, **changes: Any) -> TrainConfig:
     per_stage = {"steps": one.steps if stage == 1 else two.steps,
                  "audio_pretrain_steps": one.audio_pretrain_steps if stage == 1 else 0,
                  "audio_pretrain_sources": one.audio_pretrain_sources, "prior_truth": two.prior_truth,
-                 "audio_pretrain_head": one.audio_pretrain_head}
+                 "audio_pretrain_head": one.audio_pretrain_head, "audio_pretrain_avss": one.audio_pretrain_avss}
     cfg = TrainConfig(stage=stage, **common, **per_stage)
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
@@ -171,8 +172,12 @@ def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features
     except StepError as exc:
         raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
                         f"categories it learns ({exc}); set it to 0") from exc
+    heard = None
+    if cfg.audio_pretrain_avss:
+        avss = ClipDataset(data, features, 1, "train", cfg.input_size, subsets=("avss",))
+        heard = labelled_seconds(avss, category_examples(s4[0])[2])
     return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device,
-                          max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head)
+                          max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head, heard=heard)
 
 
 def make_model(cfg: TrainConfig, initial_weights: bool = True) -> torch.nn.Module:
