@@ -115,7 +115,7 @@ def test_file_overrides_and_values_apply_in_that_order(tmp_path: Path) -> None:
 def test_a_section_as_kfp_passes_it_parses_to_the_same_values() -> None:
     """KFP hands dict parameters over with every number a double: whole doubles become ints again."""
     plain = dataclasses.asdict(Params().train_stage1)
-    doubles = {k: float(v) if isinstance(v, int) else v for k, v in plain.items()}
+    doubles = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in plain.items()}
     assert any(isinstance(v, float) for v in doubles.values())
     parsed = parse_section("train_stage1", from_struct(doubles))
     assert parsed == Params().train_stage1 and isinstance(parsed.steps, int)
