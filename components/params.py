@@ -164,6 +164,9 @@ class TrainParams:
             _coerce(value, hints[key], f"model.{key}")
 
 
+AUDIO_HEADS = ("mean", "tokens")  # what the audio pretraining's head reads (`pretrain_audio`)
+
+
 @dataclass(frozen=True)
 class TrainStage1Params:
     """Stage 1 (class-agnostic): steps, and the audio transformer's pretraining on the S4 categories
@@ -179,8 +182,6 @@ class TrainStage1Params:
         _range(self.steps, "steps", 1, rule="must be >= 1")
         _range(self.audio_pretrain_steps, "audio_pretrain_steps", 0, rule="must be >= 0 (0: off)")
         _range(self.audio_pretrain_sources, "audio_pretrain_sources", 1, rule="must be >= 1 (1: single sounds)")
-        from components.train.audio_pretrain import AUDIO_HEADS
-
         if self.audio_pretrain_head not in AUDIO_HEADS:
             raise ValueError(f"audio_pretrain_head={self.audio_pretrain_head!r}: expected one of {AUDIO_HEADS}")
 

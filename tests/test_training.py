@@ -351,7 +351,7 @@ def test_the_avss_seconds_are_named_by_the_classes_their_labels_paint(workspace:
     assert targets.sum(1).max() >= 2                    # real mixtures among them
     torch.manual_seed(0)
     report = pretrain_audio(AudioTransformer(64, 2, 2, 16), *s4, steps=60, lr=1e-3, seed=5,
-                            device=torch.device("cpu"), batch=32, heard=(x, targets))
+                            device=torch.device("cpu"), batch=32, heard_from=avss)
     assert report["train_accuracy"] >= 0.9, report
 
 

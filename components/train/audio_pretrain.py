@@ -19,12 +19,12 @@ from torch import nn
 
 from components.common import StepError
 from components.features.logmel import LOG_OFFSET, NTAVS_WINDOWS
+from components.params import AUDIO_HEADS
 from components.train.data import ClipDataset
 from model.audio import AudioTransformer
 
 SCALES = len(NTAVS_WINDOWS)  # log-mel scales per second
 MIN_GAIN = 0.35              # relative loudness of a mixed-in source, drawn in [MIN_GAIN, 1]
-AUDIO_HEADS = ("mean", "tokens")  # what the pretraining head reads (`pretrain_audio`)
 
 
 def category_examples(dataset: ClipDataset, categories: list[str] | None = None,
@@ -126,13 +126,17 @@ class SoundMixer:
         return torch.stack(mixtures), targets
 
 
-def _logits(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, device: torch.device,
-            chunk: int = 256, per_token: bool = False) -> torch.Tensor:
-    """The head's logits [N, C] on the mean token of each example of x [N, 96, 64], or per token [N, 24, C]."""
+def _tokens(transformer: AudioTransformer, x: torch.Tensor, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """The tokens [N, 24, dim] of each example of x [N, 96, 64], in eval mode, on `device`."""
     transformer.eval()
     with torch.no_grad():
-        tokens = [transformer(x[i:i + chunk].to(device)) for i in range(0, len(x), chunk)]
-        return torch.cat([head(t if per_token else t.mean(1)).cpu() for t in tokens])
+        return torch.cat([transformer(x[i:i + chunk].to(device)) for i in range(0, len(x), chunk)])
+
+
+def _logits(transformer: AudioTransformer, head: nn.Linear, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The head's logits [N, C] on the mean token of each example of x [N, 96, 64]."""
+    with torch.no_grad():
+        return head(_tokens(transformer, x, device).mean(1)).cpu()
 
 
 def _single_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -148,7 +152,7 @@ def _mixture_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_set: ClipDataset, steps: int,
                    lr: float, seed: int, device: torch.device, batch: int = 64, max_sources: int = 3,
-                   head_reads: str = "mean", heard: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   head_reads: str = "mean", heard_from: ClipDataset | None = None,
                    ) -> dict[str, float | None]:
     """Train `transformer` in place (weights and BatchNorm statistics) to name the S4 categories it hears.
 
@@ -161,8 +165,8 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     frozen on entry are trained here and frozen again on return. head_reads: "mean" (the head reads the
     mean token, as an AudioSet classifier does) or "tokens" (the loss asks every token to name every
     source, so each token the queries are made from carries the whole mixture; the reports read the
-    mean either way). heard: (examples [N, 96, 64], multi-hot [N, categories]) of real mixtures
-    (`labelled_seconds`); when given and not empty, half of each batch is drawn from them.
+    mean either way). heard_from: AVSS clips whose labelled seconds (`labelled_seconds`) are real
+    mixtures; when given and holding such seconds, half of each batch is drawn from them.
     """
     if head_reads not in AUDIO_HEADS:
         raise StepError(f"audio pretraining: head_reads={head_reads!r}, expected one of {AUDIO_HEADS}")
@@ -179,6 +183,7 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     head = nn.Linear(transformer.norm.normalized_shape[0], len(categories)).to(device)
     optimizer = torch.optim.AdamW([*transformer.parameters(), *head.parameters()], lr=lr, weight_decay=0.05)
     mixer = SoundMixer(x, y, len(categories))
+    heard = labelled_seconds(heard_from, categories) if heard_from is not None else None
     draws = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         transformer.train()
@@ -205,9 +210,11 @@ def pretrain_audio(transformer: AudioTransformer, train_set: ClipDataset, val_se
     if vx is not None:
         vmix, vtarget = SoundMixer(vx, vy, len(categories)).draw(256, max(max_sources, 2),
                                                                  torch.Generator().manual_seed(seed + 1))
-        report["val_accuracy"] = _single_accuracy(_logits(transformer, head, vx, device), vy)
+        tokens = _tokens(transformer, vx, device)                                       # [N, 24, dim]
+        with torch.no_grad():
+            report["val_accuracy"] = _single_accuracy(head(tokens.mean(1)).cpu(), vy)
+            per_token = head(tokens).cpu()                                              # [N, 24, C]
         report["val_mixture_accuracy"] = _mixture_accuracy(_logits(transformer, head, vmix, device), vtarget)
-        per_token = _logits(transformer, head, vx, device, per_token=True)              # [N, 24, C]
         report["val_token_accuracy"] = _single_accuracy(per_token.flatten(0, 1),
                                                         vy.repeat_interleave(per_token.shape[1]))
     return report

@@ -20,7 +20,7 @@ from components.avsbench.layout import logmel_file
 from components.common import StepError, write_json_atomic
 from components.params import Params
 from components.train import checkpoint as ckpt
-from components.train.audio_pretrain import category_examples, labelled_seconds, pretrain_audio
+from components.train.audio_pretrain import pretrain_audio
 from components.train.augment import augment
 from components.train.data import (
     ClipDataset,
@@ -172,12 +172,11 @@ def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features
     except StepError as exc:
         raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
                         f"categories it learns ({exc}); set it to 0") from exc
-    heard = None
-    if cfg.audio_pretrain_avss:
-        avss = ClipDataset(data, features, 1, "train", cfg.input_size, subsets=("avss",))
-        heard = labelled_seconds(avss, category_examples(s4[0])[2])
+    avss = ClipDataset(data, features, 1, "train", cfg.input_size, subsets=("avss",)) \
+        if cfg.audio_pretrain_avss else None
     return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device,
-                          max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head, heard=heard)
+                          max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head,
+                          heard_from=avss)
 
 
 def make_model(cfg: TrainConfig, initial_weights: bool = True) -> torch.nn.Module:
