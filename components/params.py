@@ -154,6 +154,10 @@ class TrainParams:
         for name in ("batch_clips", "accumulate", "checkpoint_every", "val_every"):
             _range(getattr(self, name), name, 1, rule="must be >= 1")
         for subset, times in self.repeat.items():
+            from components.avsbench.layout import SUBSETS  # only when set: it imports pandas
+
+            if subset not in SUBSETS:
+                raise ValueError(f"repeat.{subset}: unknown subset; expected one of {', '.join(SUBSETS)}")
             _range(times, f"repeat.{subset}", 1, rule="must be >= 1 (times each clip of the subset comes per epoch)")
         from model.config import ModelConfig
 

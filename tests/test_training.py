@@ -355,6 +355,19 @@ def test_the_avss_seconds_are_named_by_the_classes_their_labels_paint(workspace:
     assert report["train_accuracy"] >= 0.9, report
 
 
+def test_hearing_the_avss_seconds_without_avss_clips_is_refused_naming_the_setting(
+        workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
+    data = tmp_path / "no-avss"
+    shutil.copytree(workspace["data"], data)
+    shutil.rmtree(data / "AVSBench_semantic")
+    ws = {**workspace, "data": data}
+    out = tmp_path / "refused"
+    assert main(_train_cmd(ws, out, extra=("--steps", "1", "--set", "train_stage1.audio_pretrain_avss=true",
+                                           "--set", "train_stage1.audio_pretrain_steps=1"))[3:]) != 0
+    assert "train_stage1.audio_pretrain_avss needs the AVSS clips" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_pretraining_mixtures_name_every_source_and_keep_single_sounds_unchanged() -> None:
     from components.train.audio_pretrain import SoundMixer
 

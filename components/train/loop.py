@@ -172,8 +172,12 @@ def _pretrain_audio(cfg: TrainConfig, net: torch.nn.Module, data: Path, features
     except StepError as exc:
         raise StepError(f"train.audio_pretrain_steps={cfg.audio_pretrain_steps} needs the S4 clips, whose "
                         f"categories it learns ({exc}); set it to 0") from exc
-    avss = ClipDataset(data, features, 1, "train", cfg.input_size, subsets=("avss",)) \
-        if cfg.audio_pretrain_avss else None
+    try:
+        avss = ClipDataset(data, features, 1, "train", cfg.input_size, subsets=("avss",)) \
+            if cfg.audio_pretrain_avss else None
+    except StepError as exc:
+        raise StepError(f"train_stage1.audio_pretrain_avss needs the AVSS clips, whose labelled seconds it hears "
+                        f"({exc}); set it to false") from exc
     return pretrain_audio(net.audio.transformer, *s4, cfg.audio_pretrain_steps, cfg.lr, cfg.seed, device,
                           max_sources=cfg.audio_pretrain_sources, head_reads=cfg.audio_pretrain_head,
                           heard_from=avss)
