@@ -29,7 +29,9 @@ class ModelConfig:
     each target matched to k queries).
     region_targets: one target per maskige region (see `criterion.region_targets`) instead of one per class;
     region_classes: "all" (every region a target) or "silent" (only regions of class 0; the sounding
-    classes stay one target per class).
+    classes stay one target per class). look_weight: weight of an auxiliary loss that names, from the mask
+    features alone, the AVSS class of each sounding pixel whose class the data gives (S4 category, AVSS
+    label; `look_loss`); 0 (the papers' recipe) is off and builds no look head.
     """
 
     backbone: str = "pvt_v2_b5"
@@ -76,6 +78,7 @@ class ModelConfig:
     match_copies: int = 1
     region_targets: bool = False
     region_classes: str = "all"
+    look_weight: float = 0.0
 
     @property
     def audio_tokens(self) -> int:

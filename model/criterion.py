@@ -138,6 +138,24 @@ def semantic_loss(prediction: dict[str, torch.Tensor], labels: torch.Tensor, ign
     return nll + dice[in_frame].sum() / pairs
 
 
+def look_loss(look_logits: torch.Tensor, looks: torch.Tensor, pixels: float, ignore_index: int = 255,
+              ) -> torch.Tensor:
+    """Cross-entropy of the per-pixel class named from the mask features against the classes the data gives.
+
+    look_logits [N, 71, h, w] (resized bilinearly to the labels' size); looks int64 [N, H, W]: the AVSS class
+    of each sounding pixel whose class is known, `ignore_index` elsewhere; `pixels`: what the summed
+    cross-entropy is divided by (the labelled pixels, `shared_means` of them in a distributed run).
+    Returns a scalar, 0 (in the graph) when no pixel is named.
+
+    Why: the binding of a sound to an object can only use what the pixel features tell apart, and trained
+    on "which of these objects sounds" alone they come to tell colours apart and little else (two objects of
+    one colour and different shapes are taken together). Naming the object's class from the same features
+    makes them tell the looks apart.
+    """
+    logits = F.interpolate(look_logits, size=tuple(looks.shape[-2:]), mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, looks, ignore_index=ignore_index, reduction="sum") / pixels
+
+
 def semantic_counts(labels: torch.Tensor, ignore_index: int = 255) -> tuple[float, float]:
     """(labelled pixels, (frame, class) pairs present) of label maps [N, H, W]: what `semantic_loss`
     averages its cross-entropy and its dice over."""
@@ -167,8 +185,9 @@ class SetCriterion(nn.Module):
     """Loss of a list of predictions against label maps.
 
     forward(predictions, labels [B*T, H, W] int64 (ignore 255), has_gt bool [B*T], regions [B*T, H, W] (needed
-    with cfg.region_targets)) -> dict with "loss" (the weighted total) and the unweighted "loss_ce",
-    "loss_mask", "loss_dice" of the last prediction.
+    with cfg.region_targets), looks [B*T, H, W] (needed with cfg.look_weight)) -> dict with "loss" (the
+    weighted total) and the unweighted "loss_ce", "loss_mask", "loss_dice" of the last prediction (and
+    "loss_look" with cfg.look_weight).
     """
 
     def __init__(self, cfg: ModelConfig, ignore_index: int = 255):
@@ -252,19 +271,24 @@ class SetCriterion(nn.Module):
         return loss_ce, loss_mask, loss_dice
 
     def _counts(self, targets: list[tuple[torch.Tensor, torch.Tensor]], queries: int, labels: torch.Tensor,
-                ) -> list[float]:
+                looks: torch.Tensor | None) -> list[float]:
         """This batch's sums the losses are averaged over: matched masks, the class weights of all queries
-        (matched ones weigh 1, the others `no_object_weight`), and, with the semantic loss, its labelled
-        pixels and present (frame, class) pairs (`semantic_counts`)."""
+        (matched ones weigh 1, the others `no_object_weight`), with the semantic loss its labelled pixels
+        and present (frame, class) pairs (`semantic_counts`), and with the look loss its named pixels."""
         matched = [self._matched(len(classes), queries) for classes, _ in targets]
         class_total = sum(m + (queries - m) * self.cfg.no_object_weight for m in matched)
         counts = [float(sum(matched)), float(class_total)]
         if self.cfg.semantic_weight > 0:
             counts += semantic_counts(labels, self.ignore_index)
+        if self.cfg.look_weight > 0:
+            if looks is None:
+                raise ValueError("this criterion names the looks (cfg.look_weight): pass looks [B*T, H, W]")
+            counts.append(float((looks != self.ignore_index).sum()))
         return counts
 
     def forward(self, predictions: list[dict[str, torch.Tensor]], labels: torch.Tensor, has_gt: torch.Tensor,
-                regions: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                regions: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
+                looks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """See the class; `seeds` int64 [B*T]: each frame's seed for the points its losses sample (one
         generator per frame, so the draws do not depend on how frames are batched or split among
         processes); default: drawn from the global generator."""
@@ -272,11 +296,15 @@ class SetCriterion(nn.Module):
         targets = self._targets(labels, keep, regions, predictions[0]["pred_masks"].dtype)
         queries = predictions[0]["pred_logits"].shape[1]
         # every process reaches this collective, annotated frames or not
-        num_masks, class_total, *semantic = shared_means(self._counts(targets, queries, labels[keep]),
-                                                         labels.device)
+        kept_looks = looks[keep.to(looks.device)].to(labels.device) if looks is not None else None
+        num_masks, class_total, *rest = shared_means(self._counts(targets, queries, labels[keep], kept_looks),
+                                                     labels.device)
+        semantic = rest[:2]
         if len(keep) == 0:  # nothing annotated: a zero that still belongs to the graph
-            zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() for p in predictions) * 0.0
-            return {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
+            zero = sum(p["pred_logits"].sum() + p["pred_masks"].sum() + (p["look_logits"].sum() if "look_logits" in p
+                                                                          else 0.0) for p in predictions) * 0.0
+            out = {"loss": zero, "loss_ce": zero.detach(), "loss_mask": zero.detach(), "loss_dice": zero.detach()}
+            return out | ({"loss_look": zero.detach()} if self.cfg.look_weight > 0 else {})
         kept_seeds = seeds[keep.to(seeds.device)].tolist() if seeds is not None else None
         draws = frame_generators(kept_seeds, len(keep), predictions[0]["pred_masks"].device)
         total = 0.0
@@ -288,8 +316,16 @@ class SetCriterion(nn.Module):
             if self.cfg.semantic_weight > 0:
                 total = total + self.cfg.semantic_weight * semantic_loss(selected, labels[keep], self.ignore_index,
                                                                          tuple(semantic))
-        return {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
-                "loss_dice": loss_dice.detach()}
+        out = {"loss": total, "loss_ce": loss_ce.detach(), "loss_mask": loss_mask.detach(),
+               "loss_dice": loss_dice.detach()}
+        if self.cfg.look_weight > 0:
+            if "look_logits" not in predictions[-1]:
+                raise ValueError("cfg.look_weight: the last prediction holds no look_logits (a model in training "
+                                 "mode with the same config makes them)")
+            loss_look = look_loss(predictions[-1]["look_logits"][keep], kept_looks, rest[-1], self.ignore_index)
+            out["loss"] = total + self.cfg.look_weight * loss_look
+            out["loss_look"] = loss_look.detach()
+        return out
 
 
 def frame_generators(seeds: list[int] | None, count: int, device: torch.device) -> list[torch.Generator]:

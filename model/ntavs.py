@@ -25,7 +25,8 @@ class AVSegmenter(nn.Module):
             "classes" (the label oracle) float [B, T, 71], the multi-hot of the sounding classes
     maskige float [B, T, 3, H, W], needed when cfg.maskige
     prior   float [B, T, H, W] foreground probability in [0, 1], needed when cfg.prior (stage 2)
-    Each prediction: "pred_logits" [B*T, Q, C + 1], "pred_masks" [B*T, Q, H/4, W/4].
+    Each prediction: "pred_logits" [B*T, Q, C + 1], "pred_masks" [B*T, Q, H/4, W/4]; in training with
+    cfg.look_weight the last one also holds "look_logits" [B*T, 71, H/4, W/4] (see `criterion.look_loss`).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -53,6 +54,8 @@ class AVSegmenter(nn.Module):
                                           cfg.num_queries, cfg.num_classes, cfg.mask_threshold)
         if cfg.prior:
             self.prior_inputs = PriorInputs(d)
+        if cfg.look_weight > 0:  # training only: names each pixel's AVSS class from the mask features
+            self.look_head = nn.Conv2d(d, ORACLE_CLASSES, 1)
 
     def _query_content(self, tokens: torch.Tensor, mixed: torch.Tensor | None) -> torch.Tensor:
         """What the audio adds to the learned query features: [B*T, Q, d]."""
@@ -95,7 +98,10 @@ class AVSegmenter(nn.Module):
             mask_features = self.prior_inputs.mask_features(mask_features, flat)
             level_pos = self.prior_inputs.level_positions(flat, sizes)
             first_blocked = self.prior_inputs.first_blocked(flat, sizes)
-        return self.decoder(levels, mask_features, self._query_content(tokens, mixed), level_pos, first_blocked)
+        predictions = self.decoder(levels, mask_features, self._query_content(tokens, mixed), level_pos, first_blocked)
+        if self.training and cfg.look_weight > 0:
+            predictions[-1]["look_logits"] = self.look_head(mask_features)               # [B*T, 71, H/4, W/4]
+        return predictions
 
 
 def semantic_map(prediction: dict[str, torch.Tensor], size: tuple[int, int] | None = None,

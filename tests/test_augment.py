@@ -20,7 +20,7 @@ def _sample(with_prior: bool = True) -> Sample:
     maskige = (labels.float() / 255)[:, None].expand(-1, 3, -1, -1).clone()
     prior = (labels == 1).float() if with_prior else None
     return Sample(frames, torch.rand(T, 3, 96, 64, generator=g), maskige, labels, torch.ones(T, dtype=torch.bool),
-                  prior, "s4/clip", regions=labels % 255 + 1)
+                  prior, "s4/clip", regions=labels % 255 + 1, looks=labels.clone())
 
 
 def test_labels_maskige_and_prior_stay_aligned() -> None:
@@ -30,7 +30,7 @@ def test_labels_maskige_and_prior_stay_aligned() -> None:
         assert out.frames.shape == sample.frames.shape and out.labels.shape == sample.labels.shape
         assert out.labels.dtype == torch.int64 and set(out.labels.unique().tolist()) <= {0, 1, 2, 3, 255}
         assert torch.equal((out.maskige[:, 0] * 255).round().long(), out.labels)  # same pixels moved
-        assert torch.equal(out.regions, out.labels % 255 + 1)
+        assert torch.equal(out.regions, out.labels % 255 + 1) and torch.equal(out.looks, out.labels)
         assert out.prior is not None and out.prior.min() >= 0 and out.prior.max() <= 1
         inside = (out.prior == 1) | (out.prior == 0)  # away from block edges the prior is exact
         assert torch.equal(out.prior[inside] == 1, out.labels[inside] == 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import PRESETS, create_model, get_config
 from model.criterion import SetCriterion, region_targets, semantic_loss, semantic_targets
@@ -401,3 +402,43 @@ def test_two_processes_give_the_one_process_losses(tmp_path, monkeypatch) -> Non
         # each process's own counts (in the ratio 2 : 1) would not: the shared mean (1.5) makes them equal
         own = (ranks[0][key] * 1.5 / 2 + ranks[1][key] * 1.5 / 1) / 2
         assert not torch.isclose(own, one[key], rtol=1e-3), key
+
+
+def test_look_loss_names_each_pixels_class_from_the_mask_features() -> None:
+    """With look_weight the training-mode model adds "look_logits" (not in eval), the criterion adds
+    look_weight x their cross-entropy on the named pixels (others ignored), and the look head learns."""
+    from model.criterion import look_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 71, 8, 8)
+    looks = torch.full((2, 32, 32), 255)
+    looks[0, 4:12, 4:12] = 7
+    looks[1, 20:, 20:] = 42
+    big = F.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    named = looks != 255
+    expected = -big.log_softmax(1).gather(1, looks.clamp(max=70)[:, None])[:, 0][named].mean()
+    assert torch.allclose(look_loss(logits, looks, float(named.sum())), expected, atol=1e-5)
+    assert look_loss(logits, torch.full_like(looks, 255), 1.0).item() == 0.0
+
+    net = create_model("tiny", look_weight=2.0)
+    f, a, m = _inputs(b=1, t=2, h=64, w=64)[:3]
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[:, 16:40, 16:40] = 1
+    frame_looks = torch.where(labels == 1, 7, 255)
+    preds = net(f, a, m)
+    assert preds[-1]["look_logits"].shape == (2, 71, 16, 16) and all("look_logits" not in p for p in preds[:-1])
+    crit = SetCriterion(net.cfg)
+    has_gt = torch.tensor([True, True])
+    seeds = torch.tensor([1, 2])  # the same sampled points in both criteria
+    out = crit(preds, labels, has_gt, labels, seeds, looks=frame_looks)
+    without = SetCriterion(get_config("tiny"))(preds, labels, has_gt, labels, seeds)
+    assert torch.allclose(out["loss"], without["loss"] + 2.0 * out["loss_look"], rtol=1e-5)
+    assert out["loss_look"] > 0
+    out["loss"].backward()
+    assert net.look_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="looks"):
+        crit(preds, labels, has_gt, labels)
+    net.eval()
+    with torch.no_grad():
+        assert "look_logits" not in net(f, a, m)[-1]
+    assert not hasattr(create_model("tiny"), "look_head")               # off by default: no head at all

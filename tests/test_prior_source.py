@@ -23,7 +23,7 @@ def _sample() -> Sample:
     has_gt = torch.tensor([True, True, False])
     predicted = torch.full((T, S, S), 0.45)
     return Sample(torch.zeros(T, 3, S, S), torch.zeros(T, 3, 96, 64), torch.zeros(T, 3, S, S), labels, has_gt,
-                  predicted, "avss/clip", torch.zeros(T, S, S, dtype=torch.long))
+                  predicted, "avss/clip", torch.zeros(T, S, S, dtype=torch.long), labels.clone())
 
 
 def test_truth_prior_is_the_sounding_foreground_of_annotated_frames_only() -> None:
@@ -36,7 +36,7 @@ def test_truth_prior_is_the_sounding_foreground_of_annotated_frames_only() -> No
     assert torch.equal(sample.prior, torch.full((T, S, S), 0.45))  # the input is left as it was
     with pytest.raises(ValueError, match="avss/clip"):
         with_truth_prior(Sample(sample.frames, sample.audio, sample.maskige, sample.labels, sample.has_gt, None,
-                                "avss/clip", sample.regions))
+                                "avss/clip", sample.regions, sample.looks))
 
 
 def test_share_of_truth_priors_follows_the_setting_and_repeats_under_one_seed() -> None:

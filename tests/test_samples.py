@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from components.train.data import Sample, batches, frame_window
 
@@ -16,7 +17,7 @@ def _sample(frames: int, annotated: list[int]) -> Sample:
     image = t.view(-1, 1, 1, 1).expand(-1, 3, 8, 8).clone()
     return Sample(image, t.view(-1, 1, 1, 1).expand(-1, 3, 96, 64).clone(), image.clone(),
                   t.view(-1, 1, 1).expand(-1, 8, 8).long(), has_gt, t.view(-1, 1, 1).expand(-1, 8, 8).clone(),
-                  "s4/clip", t.view(-1, 1, 1).expand(-1, 8, 8).long())
+                  "s4/clip", t.view(-1, 1, 1).expand(-1, 8, 8).long(), t.view(-1, 1, 1).expand(-1, 8, 8).long())
 
 
 def test_a_window_holds_an_annotated_frame_and_cuts_every_field_alike() -> None:
@@ -30,7 +31,7 @@ def test_a_window_holds_an_annotated_frame_and_cuts_every_field_alike() -> None:
         first = int(out.frames[0, 0, 0, 0])
         starts.add(first)
         for field in (out.audio[:, 0, 0, 0], out.maskige[:, 0, 0, 0], out.labels[:, 0, 0], out.prior[:, 0, 0],
-                      out.regions[:, 0, 0]):
+                      out.regions[:, 0, 0], out.looks[:, 0, 0]):
             assert field.tolist() == [first, first + 1, first + 2]
         assert out.has_gt.all() and len(out.frames) == 3
     assert starts == set(range(8))                                   # every window can be drawn
@@ -90,3 +91,33 @@ def test_the_label_oracle_hears_the_sounding_classes(tiny_data) -> None:
     assert net.audio.embed.weight.grad.any()
     with torch.no_grad():  # other classes heard, other masks
         assert not torch.allclose(net(frames, audio.flip(0), maskige)[-1]["pred_masks"], preds[-1]["pred_masks"])
+
+
+def test_looks_name_the_class_of_each_sounding_pixel_where_the_data_gives_it(tiny_data, tmp_path) -> None:
+    """S4: the clip's category on its sounding pixels; AVSS: the label's class; MS3 (which source is which is
+    not annotated), background and frames without ground truth: none. The class-agnostic labels stay 0/1."""
+    from components.avsbench.classes import AVSS_CLASSES, S4_CATEGORY_TO_AVSS
+    from components.avsbench.reader import read_target
+    from components.features.proposals import RegionProposer
+    from components.features.step import compute_features
+    from components.train.data import ClipDataset
+
+    compute_features(tiny_data, tmp_path / "features", RegionProposer(), maskige_size=64)
+    dataset = ClipDataset(tiny_data, tmp_path / "features", 1, "train", 64)
+    named = {"s4": 0, "ms3": 0, "avss": 0}
+    for index, files in enumerate(dataset.clips):
+        sample = dataset[index]
+        assert sample.looks.shape == sample.labels.shape and set(sample.labels.unique().tolist()) <= {0, 1, 255}
+        where = sample.looks != 255
+        assert not where[~sample.has_gt].any() and torch.equal(where, where & (sample.labels == 1))
+        if files.subset == "s4":
+            category = AVSS_CLASSES.index(S4_CATEGORY_TO_AVSS[files.label])
+            assert torch.equal(where, sample.labels == 1) and set(sample.looks[where].tolist()) == {category}
+        elif files.subset == "avss":
+            shape = next(read_target(files, t) for t in range(files.num_frames) if sample.has_gt[t]).shape
+            truth = torch.stack([torch.from_numpy(read_target(files, t)) if sample.has_gt[t]
+                                 else torch.full(shape, 255) for t in range(files.num_frames)])
+            truth = F.interpolate(truth[:, None].float(), size=(64, 64), mode="nearest")[:, 0].long()
+            assert torch.equal(sample.looks, torch.where((truth > 0) & (truth != 255), truth, 255))
+        named[files.subset] += int(where.sum())
+    assert named["s4"] > 0 and named["avss"] > 0 and named["ms3"] == 0

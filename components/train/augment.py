@@ -3,7 +3,7 @@
 The demo data has a few hundred training clips, which the network starts to memorise within ~2,000
 steps; moving and mirroring the scene keeps what it learns tied to the look of the objects and to the
 audio instead of to where things happen to be. The audio is left alone: a mirrored scene sounds the same.
-Every image-shaped field of the sample (frames, maskige, labels, prior) gets the same transform, so the
+Every image-shaped field of the sample (frames, maskige, labels, regions, looks, prior) gets the same transform, so the
 labels stay aligned with the pixels.
 """
 
@@ -46,6 +46,7 @@ def augment(sample: Sample, generator: torch.Generator, flip: bool = True, max_z
 
     labels = transform(sample.labels[:, None].float(), "nearest")[:, 0].to(sample.labels.dtype)
     regions = transform(sample.regions[:, None].float(), "nearest")[:, 0].to(sample.regions.dtype)
+    looks = transform(sample.looks[:, None].float(), "nearest")[:, 0].to(sample.looks.dtype)
     prior = None if sample.prior is None else transform(sample.prior[:, None], "bilinear")[:, 0]
     return replace(sample, frames=transform(sample.frames, "bilinear"), maskige=transform(sample.maskige, "nearest"),
-                   labels=labels, prior=prior, regions=regions)
+                   labels=labels, prior=prior, regions=regions, looks=looks)

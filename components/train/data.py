@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from components.avsbench.classes import AVSS_CLASSES, S4_CATEGORY_TO_AVSS
 from components.avsbench.layout import ClipFiles, list_clips, logmel_file, maskige_files, present_subsets
 from components.avsbench.reader import IGNORE_INDEX, read_rgb, read_target
 from components.common import StepError
@@ -34,7 +35,9 @@ class Sample:
     frames [T, 3, S, S] normalised; audio [T, 3, 96, 64]; maskige [T, 3, S, S] in [0, 1];
     labels int64 [T, S, S] (255 where no ground truth); has_gt bool [T]; prior [T, S, S] or None;
     regions int64 [T, S, S]: the maskige's region of each pixel (1 + its area rank, 0 for none), which
-    the criterion's per-region targets read.
+    the criterion's per-region targets read. looks int64 [T, S, S]: the AVSS class of each labelled
+    sounding pixel where the data names it (an S4 clip's category, an AVSS label), 255 elsewhere (MS3,
+    background, frames without ground truth); the optional look loss reads it (`look_labels`).
     """
 
     frames: torch.Tensor
@@ -45,6 +48,7 @@ class Sample:
     prior: torch.Tensor | None
     key: str
     regions: torch.Tensor
+    looks: torch.Tensor
 
 
 def prior_file(priors: Path, files: ClipFiles) -> Path:
@@ -113,6 +117,7 @@ class ClipDataset(torch.utils.data.Dataset):
         h, w = frames.shape[-2:] if all(t is None for t in targets) else next(t for t in targets if t is not None).shape
         labels = torch.stack([torch.full((h, w), IGNORE_INDEX) if t is None else torch.from_numpy(t) for t in targets])
         labels = self._resize(labels[:, None].float(), "nearest")[:, 0].long()
+        looks = look_labels(labels, files)
         if self.stage == 1:  # class-agnostic: every sounding class is foreground
             labels = torch.where(labels == IGNORE_INDEX, labels, (labels > 0).long())
         audio_from = files if self.audio_swap is None else self.clips[self.audio_swap[index]]
@@ -121,7 +126,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if len(audio) < files.num_frames:  # ... or shorter: repeat its last second
             audio = torch.cat([audio, audio[-1:].expand(files.num_frames - len(audio), *audio.shape[1:])])
         prior = self._prior(files) if self.stage == 2 and self.priors is not None else None
-        return Sample(frames, audio, maskige, labels, has_gt, prior, files.key, regions)
+        return Sample(frames, audio, maskige, labels, has_gt, prior, files.key, regions, looks)
 
     def _prior(self, files: ClipFiles) -> torch.Tensor:
         path = prior_file(self.priors, files)
@@ -130,6 +135,23 @@ class ClipDataset(torch.utils.data.Dataset):
         predicted = torch.load(path, weights_only=True).float()
         return F.interpolate(predicted[:, None], size=(self.size, self.size), mode="bilinear",
                              align_corners=False)[:, 0]
+
+
+def look_labels(labels: torch.Tensor, files: ClipFiles) -> torch.Tensor:
+    """The AVSS class of each sounding pixel where the clip's annotation names it, 255 elsewhere.
+
+    labels int64 [T, H, W] as read (S4/MS3 0/1, AVSS class index, 255 without ground truth) -> int64
+    [T, H, W]. An S4 clip's sounding object is of its category (`files.label`), an AVSS pixel of its label's
+    class; MS3 labels do not say which of the sources a pixel belongs to, so MS3 (and an S4 category
+    without an AVSS class) names none.
+    """
+    ignore = torch.full_like(labels, IGNORE_INDEX)
+    if files.subset == "avss":
+        return torch.where((labels > 0) & (labels != IGNORE_INDEX), labels, ignore)
+    avss_name = S4_CATEGORY_TO_AVSS.get(files.label) if files.subset == "s4" else None
+    if avss_name is None:
+        return ignore
+    return torch.where(labels == 1, AVSS_CLASSES.index(avss_name), ignore)
 
 
 def read_maskige(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -186,12 +208,12 @@ def frame_window(sample: Sample, frames: int, generator: torch.Generator) -> Sam
     cut = slice(start, start + frames)
     return replace(sample, frames=sample.frames[cut], audio=sample.audio[cut], maskige=sample.maskige[cut],
                    labels=sample.labels[cut], has_gt=sample.has_gt[cut], regions=sample.regions[cut],
-                   prior=sample.prior[cut] if sample.prior is not None else None)
+                   looks=sample.looks[cut], prior=sample.prior[cut] if sample.prior is not None else None)
 
 
 def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]:
-    """Stack samples of equal frame count into a batch: [B, T, ...] tensors, labels/has_gt/regions flattened
-    to B*T."""
+    """Stack samples of equal frame count into a batch: [B, T, ...] tensors, labels/has_gt/regions/looks
+    flattened to B*T."""
     out: dict[str, torch.Tensor | list[str] | None] = {
         "frames": torch.stack([s.frames for s in samples]),
         "audio": torch.stack([s.audio for s in samples]),
@@ -199,6 +221,7 @@ def collate(samples: list[Sample]) -> dict[str, torch.Tensor | list[str] | None]
         "labels": torch.cat([s.labels for s in samples]),
         "has_gt": torch.cat([s.has_gt for s in samples]),
         "regions": torch.cat([s.regions for s in samples]),
+        "looks": torch.cat([s.looks for s in samples]),
         "prior": torch.stack([s.prior for s in samples]) if samples[0].prior is not None else None,
         "keys": [s.key for s in samples],
     }

@@ -365,7 +365,7 @@ def train_step(run: Run, order: list[list[int]], autocast: torch.autocast) -> fl
         with autocast:
             preds = run_model(run.model, batch, run.device)
             loss = run.criterion(preds, batch["labels"].to(run.device), has_gt.to(run.device),
-                                 batch["regions"].to(run.device), batch["seeds"])["loss"]
+                                 batch["regions"].to(run.device), batch["seeds"], batch["looks"].to(run.device))["loss"]
         (loss / cfg.accumulate).backward()
         total += loss.item() / cfg.accumulate
     if run.world > 1:  # the step's loss: the mean of the processes' (see model.criterion.shared_means)
