@@ -111,3 +111,25 @@ def test_bad_knobs_are_rejected() -> None:
         resolve_config("tiny", max_sources=1)
     with pytest.raises(StepError, match="unknown size"):
         resolve_config("huge")
+
+
+def test_object_errors_names_how_a_silent_object_looks_next_to_the_sources() -> None:
+    """benchmarks/object_errors.py's look relation: classes 1 and 2 share red; 43 is an orange disc, near red;
+    8 a green disc (red's shape, a far colour); 9 a green square."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "object_errors.py"
+    spec = importlib.util.spec_from_file_location("object_errors", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (look_of(1).shape, look_of(8).shape, look_of(43).shape) == ("disc", "disc", "disc")
+    assert module.look_relation(2, [1]) == "same colour"
+    assert module.look_relation(43, [1]) == "near colour"
+    assert module.look_relation(8, [1]) == "same shape"
+    assert module.look_relation(9, [1]) == "other"
+    assert module.look_relation(9, [1, 10]) == "same colour"       # 10 is green too: any source counts
+    assert module.look_relation(1, [1]) == "other"                 # its own class is not compared
+    fractions = {"sources": [0.9, 0.1], "silent": [0.7, 0.0, 0.95], "relation": ["same colour", "other", "other"]}
+    rates = module.rates(fractions)
+    assert rates["sources marked"] == 0.5 and rates["same colour marked"] == 1.0 and rates["other marked"] == 0.5
+    assert rates["silent > 0.8"] == 1 / 3 and np.isnan(rates["near colour marked"])
