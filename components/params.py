@@ -143,7 +143,7 @@ class TrainParams:
     max_zoom: float = 1.5
     repeat: dict[str, int] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=lambda: {
-        "audio_frozen": True, "semantic_weight": 5.0, "region_targets": True})
+        "audio_frozen": True, "semantic_weight": 5.0, "region_targets": True, "look_weight": 20.0})
 
     def check(self) -> None:
         _range(self.input_size, "input_size", 32)
