@@ -14,9 +14,10 @@ objects marked by how they look next to the frame's sources:
   other         neither
 
 A network that tells the looks apart marks a silent object as rarely in every row; one that binds a sound
-to a colour marks nearly every "same colour" object. Several --model files (training seeds) give each
-rate as mean +- standard deviation; a label-oracle model (`model.audio_input: classes`) hears the
-generator's classes, as in benchmarks/diagnostics.py.
+to a colour marks nearly every "same colour" object. For a network trained with a look head
+(`model.look_weight`) it also prints the share of the S4 sources' pixels whose category that head names.
+Several --model files (training seeds) give each rate as mean +- standard deviation; a label-oracle
+model (`model.audio_input: classes`) hears the generator's classes, as in benchmarks/diagnostics.py.
 Usage: python benchmarks/object_errors.py [--model models/stage1/best.pt ...] [--data data/synthetic]
        [--features data/features] [--params params.yaml] [--split test]
 """
@@ -93,6 +94,27 @@ def object_fractions(model: Path, data: Path, features: Path, synth: SynthParams
     return out
 
 
+@torch.no_grad()
+def look_accuracy(model: Path, data: Path, features: Path, split: str) -> float | None:
+    """Share of the S4 sources' pixels (annotated frames of `split`) whose AVSS class the network's look head
+    names from its mask features; None for a network without a look head."""
+    net, cfg = load_trained(model)
+    if not hasattr(net, "look_head"):
+        return None
+    grabbed: dict[str, torch.Tensor] = {}
+    # the mask features as the decoder (and, in training, the look head) reads them
+    net.decoder.register_forward_pre_hook(lambda module, inputs: grabbed.__setitem__("mask", inputs[1]))
+    dataset = ClipDataset(data, features, 1, split, cfg["input_size"], subsets=("s4",))
+    right = named = 0
+    for _, _, batch in predict(net, dataset, torch.device("cpu")):
+        logits = F.interpolate(net.look_head(grabbed["mask"]), size=batch["looks"].shape[-2:], mode="bilinear",
+                               align_corners=False)
+        where = batch["looks"] != 255
+        right += int((logits.argmax(1)[where] == batch["looks"][where]).sum())
+        named += int(where.sum())
+    return right / max(named, 1)
+
+
 def rates(fractions: dict) -> dict[str, float]:
     """The printed rates of one model's `object_fractions` for one subset."""
     src, sil = np.array(fractions["sources"]), np.array(fractions["silent"])
@@ -132,6 +154,9 @@ def main() -> None:
         counts = f"{len(first['sources'])} / {len(first['silent'])} (" + ", ".join(
             f"{r} {first['relation'].count(r)}" for r in RELATIONS) + ")"
         print(f"| {subset} | {counts} | " + " | ".join(_cell([m[c] for m in measured]) for c in columns) + " |")
+    named = [look_accuracy(m, args.data, args.features, args.split) for m in args.model]
+    if all(value is not None for value in named):
+        print(f"look head: names the category of {_cell(named)} of the S4 sources' pixels")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 For each recipe it times whole training steps (data, forward, loss, backward, optimiser) on the demo data,
 and each part of the network on its own (forward + backward on inputs of the step's shapes), then prints
 the ratio of the two recipes' seconds per step and per annotated frame. The earlier recipe ("before") is
-the same settings with every frame of a clip in each step, the per-tensor AdamW, no semantic loss and
-one target per class:
+the same settings with every frame of a clip in each step, the per-tensor AdamW, no semantic loss, one
+target per class and no look loss:
 what a step cost before the demo recipe was reworked.
 
 Usage: python benchmarks/train_step.py [--params params.yaml] [--data data/synthetic]
@@ -57,7 +57,8 @@ def time_steps(cfg: TrainConfig, dataset: ClipDataset, steps: int, fused: bool) 
         t1 = time.perf_counter()
         preds = run_model(net, batch, torch.device("cpu"))
         t2 = time.perf_counter()
-        loss = criterion(preds, batch["labels"], batch["has_gt"], batch["regions"])["loss"]
+        loss = criterion(preds, batch["labels"], batch["has_gt"], batch["regions"], batch["seeds"],
+                         batch["looks"])["loss"]
         t3 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,10 +111,15 @@ def time_parts(cfg: TrainConfig, batch: dict, repeats: int = 5) -> dict[str, flo
                                                      net.decoder(levels, mask_features, content)])
     criterion = SetCriterion(net.cfg)
 
+    if net.cfg.look_weight > 0:
+        parts["look head"] = lambda: backward(net.look_head(mask_features))
+
     def loss() -> None:
         preds = net.decoder(levels, mask_features, content)
+        if net.cfg.look_weight > 0:
+            preds[-1]["look_logits"] = net.look_head(mask_features)
         criterion([{k: v.detach().requires_grad_() for k, v in p.items()} for p in preds],
-                  batch["labels"], batch["has_gt"], batch["regions"])["loss"].backward()
+                  batch["labels"], batch["has_gt"], batch["regions"], batch["seeds"], batch["looks"])["loss"].backward()
     parts["criterion (with decoder)"] = loss
     return {name: clock(fn) for name, fn in parts.items()}
 
@@ -131,7 +137,8 @@ def main() -> None:
         raise SystemExit(f"{args.data} or {args.features} missing: run `dvc repro features` first")
     after = train_config(load_params(args.params), 1)
     before = dataclasses.replace(after, frames=0, batch_clips=2,
-                                 model={**after.model, "semantic_weight": 0.0, "region_targets": False})
+                                 model={**after.model, "semantic_weight": 0.0, "region_targets": False,
+                                        "look_weight": 0.0})
     dataset = ClipDataset(args.data, args.features, 1, "train", after.input_size)
     rows = {}
     for name, cfg, fused in (("before", before, False), ("after", after, True)):
