@@ -58,15 +58,22 @@ def look_relation(silent: int, sources: list[int]) -> str:
     return "other"
 
 
+def _heard(cfg: dict, synth: SynthParams, split: str) -> dict[str, torch.Tensor] | None:
+    """What a label-oracle network (`model.audio_input: classes`) hears instead of the audio: the generator's
+    sounding classes per clip and second; None for a network that hears the audio."""
+    if cfg["model"].get("audio_input") != "classes":
+        return None
+    synth_cfg = resolve_config(synth.size, **synth.knobs())
+    return {key: torch.from_numpy(hot) for key, hot in sounding_classes(synth_cfg, synth.seed, (split,)).items()}
+
+
 def object_fractions(model: Path, data: Path, features: Path, synth: SynthParams, split: str) -> dict[str, dict]:
     """{subset: {"sources": [fraction marked per source object], "silent": [... per silent object],
     "relation": [look_relation of each silent object to its frame's sources]}}."""
     net, cfg = load_trained(model)
     synth_cfg = resolve_config(synth.size, **synth.knobs())
     scenes = {(c.part, c.clip_id): c.scene for c in iter_clips(synth_cfg, synth.seed) if c.split == split}
-    heard = None
-    if cfg["model"].get("audio_input") == "classes":  # the label oracle hears the generator's classes
-        heard = {key: torch.from_numpy(hot) for key, hot in sounding_classes(synth_cfg, synth.seed, (split,)).items()}
+    heard = _heard(cfg, synth, split)
     out: dict[str, dict] = {}
     for subset in SUBSETS:
         dataset = ClipDataset(data, features, 1, split, cfg["input_size"], subsets=(subset,), audio_classes=heard)
@@ -95,7 +102,7 @@ def object_fractions(model: Path, data: Path, features: Path, synth: SynthParams
 
 
 @torch.no_grad()
-def look_accuracy(model: Path, data: Path, features: Path, split: str) -> float | None:
+def look_accuracy(model: Path, data: Path, features: Path, synth: SynthParams, split: str) -> float | None:
     """Share of the S4 sources' pixels (annotated frames of `split`) whose AVSS class the network's look head
     names from its mask features; None for a network without a look head."""
     net, cfg = load_trained(model)
@@ -104,7 +111,8 @@ def look_accuracy(model: Path, data: Path, features: Path, split: str) -> float 
     grabbed: dict[str, torch.Tensor] = {}
     # the mask features as the decoder (and, in training, the look head) reads them
     net.decoder.register_forward_pre_hook(lambda module, inputs: grabbed.__setitem__("mask", inputs[1]))
-    dataset = ClipDataset(data, features, 1, split, cfg["input_size"], subsets=("s4",))
+    dataset = ClipDataset(data, features, 1, split, cfg["input_size"], subsets=("s4",),
+                          audio_classes=_heard(cfg, synth, split))
     right = named = 0
     for _, _, batch in predict(net, dataset, torch.device("cpu")):
         logits = F.interpolate(net.look_head(grabbed["mask"]), size=batch["looks"].shape[-2:], mode="bilinear",
@@ -154,7 +162,7 @@ def main() -> None:
         counts = f"{len(first['sources'])} / {len(first['silent'])} (" + ", ".join(
             f"{r} {first['relation'].count(r)}" for r in RELATIONS) + ")"
         print(f"| {subset} | {counts} | " + " | ".join(_cell([m[c] for m in measured]) for c in columns) + " |")
-    named = [look_accuracy(m, args.data, args.features, args.split) for m in args.model]
+    named = [look_accuracy(m, args.data, args.features, synth, args.split) for m in args.model]
     if all(value is not None for value in named):
         print(f"look head: names the category of {_cell(named)} of the S4 sources' pixels")
 
